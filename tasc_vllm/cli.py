@@ -1,0 +1,121 @@
+"""The ``tasc-vllm`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tasc_vllm.errors import TascError
+
+
+def _cmd_model(args) -> None:
+    from tasc_vllm.models import materialize
+
+    print(materialize(args.name, progress=not args.quiet))
+
+
+def _cmd_build_index(args) -> None:
+    from tasc_vllm.corpus import read_corpus
+    from tasc_vllm.index_file import read_index, write_index
+
+    t0 = time.perf_counter()
+    texts = read_corpus(args.corpus, field=args.field)
+    out = write_index(texts, args.output, source=args.corpus, field=args.field)
+    index = read_index(out)
+    print(
+        f"wrote {out}: {len(index)} texts, {index.header['num_bytes']:,} bytes, "
+        f"in {time.perf_counter() - t0:.2f} s"
+    )
+    if args.model:
+        from transformers import AutoTokenizer
+
+        from tasc_vllm.config import load_config
+        from tasc_vllm.models import resolve_model
+        from tasc_vllm.ngram_cache import load_tokenized
+
+        cfg = load_config()
+        t1 = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+        corpus = load_tokenized(index, tokenizer, cfg.max_order, cfg.min_count, progress=True)
+        print(
+            f"tokenized for {args.model}: {corpus.num_tokens:,} tokens, n-gram table "
+            f"{corpus.table.nbytes / 2**20:.1f} MiB, cached at {corpus.cache_path} "
+            f"in {time.perf_counter() - t1:.2f} s"
+        )
+
+
+def _cmd_task_export(args) -> None:
+    from tasc_vllm.tasks import export_jsonl, get_task
+
+    task = get_task(args.name)
+    n = export_jsonl(task, args.split, args.output)
+    print(f"wrote {args.output}: {n} {args.split} examples of {task.name}")
+
+
+def _cmd_demo(args) -> None:
+    from tasc_vllm.demo import run_demo
+
+    run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task)
+
+
+def _cmd_enrich(args) -> None:
+    from tools.enrich import main as enrich_main
+
+    sys.exit(enrich_main(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tasc-vllm", description="Task-Adaptive Sequence Compression for vLLM")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("model", help="print the local path of an embedded model, materialising it on first use")
+    from tasc_vllm.models import DEFAULT_MODEL
+
+    m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=_cmd_model)
+
+    b = sub.add_parser("build-index", help="build a .tasc index from a task's output corpus")
+    b.add_argument("corpus", help="JSONL (one object per line) or plain text (one output per line)")
+    b.add_argument("-o", "--output", required=True, help="index file to write, e.g. TASK.tasc")
+    b.add_argument("--field", default="output", help="JSONL field holding the output text (default: output)")
+    b.add_argument("--model", default=None, help="also tokenize for this model now (name or path), so engine start is fast")
+    b.set_defaults(func=_cmd_build_index)
+
+    t = sub.add_parser("task", help="task data")
+    tsub = t.add_subparsers(dest="task_command", required=True)
+    te = tsub.add_parser("export", help="write a task split as JSONL (id, prompt, messages, output)")
+    te.add_argument("name")
+    te.add_argument("--split", default="train", choices=["train", "test"])
+    te.add_argument("-o", "--output", required=True)
+    te.set_defaults(func=_cmd_task_export)
+
+    d = sub.add_parser("demo", help="vLLM without and with TASC-spec on held-out prompts of the default task")
+    d.add_argument("--prompts", type=int, default=32, help="held-out prompts to run (default 32)")
+    d.add_argument("--k", type=int, default=8, help="num_speculative_tokens (default 8)")
+    d.add_argument("--batch", type=int, default=1, help="concurrent requests (default 1)")
+    d.add_argument("--task", default="usaddress")
+    d.set_defaults(func=_cmd_demo)
+
+    e = sub.add_parser("enrich", help="TASC-ft vocabulary enrichment (same options as python -m tools.enrich)", add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    e.set_defaults(func=_cmd_enrich)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TascError as e:
+        print(f"tasc-vllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tasc-vllm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Reading a task's output corpus from JSONL or plain text, with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasc_vllm.errors import TascError
+
+
+def read_corpus(path: str | Path, field: str = "output") -> list[str]:
+    """Return the output texts of a corpus file.
+
+    ``.jsonl``/``.json`` files hold one JSON object per line with the text in ``field``;
+    any other file is plain text with one output per line. Blank lines are skipped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TascError(f"corpus file {path} does not exist")
+    if path.is_dir():
+        raise TascError(f"corpus path {path} is a folder, not a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TascError(f"corpus file {path} cannot be read: {e.strerror}") from e
+    is_jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+    texts: list[str] = []
+    missing_field_lines: list[int] = []
+    first_missing_keys = ""
+    for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TascError(
+                f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the corpus as UTF-8"
+            ) from e
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        if not is_jsonl:
+            texts.append(line)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TascError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(obj, dict):
+            raise TascError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        if field not in obj:
+            if not missing_field_lines:
+                first_missing_keys = ", ".join(sorted(obj)) or "none"
+            missing_field_lines.append(lineno)
+            continue
+        value = obj[field]
+        if not isinstance(value, str):
+            raise TascError(
+                f"{path}:{lineno}: field {field!r} holds {type(value).__name__}, expected a string"
+            )
+        texts.append(value)
+    if missing_field_lines:
+        where = ", ".join(map(str, missing_field_lines[:5]))
+        more = "" if len(missing_field_lines) <= 5 else f" and {len(missing_field_lines) - 5} more"
+        raise TascError(
+            f"{path}: field {field!r} is missing on line(s) {where}{more} "
+            f"(the first such line has fields: {first_missing_keys}); "
+            f"pass --field NAME to choose another field"
+        )
+    if not any(t.strip() for t in texts):
+        raise TascError(f"corpus {path} is empty: it holds no output texts")
+    return texts

@@ -1,0 +1,176 @@
+"""Tokenizing a text index with the served model's tokenizer and caching the result.
+
+The cache entry holds the corpus as token ids and its n-gram table; it is keyed by the
+index's content hash, a hash of the tokenizer's full content (vocabulary, merges, added
+tokens, chat template) and the table settings, so a base model and a TASC-ft model with a
+grown vocabulary each get their own entry, and a stale entry is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasc_vllm.errors import TascError
+from tasc_vllm.index_file import CorpusIndex
+from tasc_vllm.ngram_table import NgramTable, build_table
+from tasc_vllm.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+_PROBE = "\x00TASC\x00"
+
+
+@dataclass
+class TokenizedCorpus:
+    tokens: np.ndarray  # int32, -1 between texts
+    table: NgramTable
+    num_texts: int
+    num_tokens: int
+    cache_path: Path
+    from_cache: bool
+
+
+def output_frame(tokenizer) -> tuple[list[int], int]:
+    """The tokens an instruct model sees right before its answer (the chat template's
+    generation prompt) and the token that ends its answer (end of turn, else EOS)."""
+    prefix: list[int] = []
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1
+    if getattr(tokenizer, "chat_template", None):
+        user = [{"role": "user", "content": "hi"}]
+        try:
+            plain = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=False)
+            gen = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+            if gen.startswith(plain) and len(gen) > len(plain):
+                prefix = tokenizer.encode(gen[len(plain) :], add_special_tokens=False)
+            turn = tokenizer.apply_chat_template(
+                user + [{"role": "assistant", "content": _PROBE}], tokenize=False
+            )
+            after = turn.split(_PROBE, 1)[1] if _PROBE in turn else ""
+            if after:
+                after_ids = tokenizer.encode(after, add_special_tokens=False)
+                if after_ids:
+                    end = after_ids[0]
+        except Exception as e:  # a template that cannot render these probes: no frame
+            logger.warning("TASC: chat template could not be probed (%s); corpus texts get no frame", e)
+    return prefix, int(end)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode("utf-8"))
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
+    h.update(str(getattr(tokenizer, "chat_template", "") or "").encode("utf-8"))
+    h.update(repr(sorted((getattr(tokenizer, "added_tokens_decoder", {}) or {}).keys())).encode())
+    h.update(str(tokenizer.eos_token_id).encode())
+    return h.hexdigest()
+
+
+def tokenize_texts(tokenizer, texts: list[str], progress: bool = False, batch: int = 2048) -> np.ndarray:
+    """Corpus token array: per text, prefix + text tokens + end token, ``-1`` between texts."""
+    prefix, end = output_frame(tokenizer)
+    pieces: list[np.ndarray] = []
+    sep = np.array([-1], dtype=np.int32)
+    pre = np.array(prefix, dtype=np.int32)
+    tail = np.array([end] if end >= 0 else [], dtype=np.int32)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(texts), desc="TASC: tokenizing corpus", unit="text", leave=False)
+    for i in range(0, len(texts), batch):
+        chunk = texts[i : i + batch]
+        enc = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+        for ids in enc:
+            pieces.extend((pre, np.asarray(ids, dtype=np.int32), tail, sep))
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    if not pieces:
+        return np.zeros(0, dtype=np.int32)
+    return np.concatenate(pieces)
+
+
+def _cache_path(index: CorpusIndex, tok_fp: str, max_order: int, min_count: int) -> Path:
+    name = f"{index.content_hash[:24]}-{tok_fp[:24]}-o{max_order}-c{min_count}-v{CACHE_VERSION}.npz"
+    return cache_dir("ngram") / name
+
+
+def _try_load(path: Path, meta_expected: dict) -> TokenizedCorpus | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            if meta != meta_expected:
+                logger.warning("TASC: cached tokenization %s belongs to another tokenizer/index; rebuilding", path)
+                return None
+            table = NgramTable.from_arrays({k: z[k] for k in ("slots", "keys", "nexts", "counts", "totals", "max_order")})
+            tokens = z["tokens"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        logger.warning("TASC: cached tokenization %s is unreadable (%s); rebuilding it", path, e)
+        return None
+    return TokenizedCorpus(tokens, table, meta["num_texts"], int(np.count_nonzero(tokens >= 0)), path, True)
+
+
+def _save(path: Path, tokens: np.ndarray, table: NgramTable, meta: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            meta_arr = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+            np.savez(f, meta=meta_arr, tokens=tokens, **table.arrays())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tokenized(index: CorpusIndex, tokenizer, max_order: int, min_count: int = 1, progress: bool = False) -> TokenizedCorpus:
+    """The tokenized corpus and n-gram table of ``index`` for ``tokenizer``, from the cache when
+    it holds a matching entry, otherwise built (and cached, if the cache is writable)."""
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    meta = {
+        "version": CACHE_VERSION,
+        "index_sha256": index.content_hash,
+        "tokenizer": tok_fp,
+        "max_order": max_order,
+        "min_count": min_count,
+        "num_texts": len(index),
+    }
+    try:
+        path = _cache_path(index, tok_fp, max_order, min_count)
+    except TascError as e:
+        logger.warning("TASC: %s; the tokenized corpus will not be cached", e)
+        path = None
+    if path is not None:
+        cached = _try_load(path, meta)
+        if cached is not None:
+            return cached
+    texts = index.texts()
+    tokens = tokenize_texts(tokenizer, texts, progress=progress)
+    vocab = len(tokenizer)
+    if tokens.size and int(tokens.max()) >= max(vocab, 1):
+        raise TascError(f"tokenizer produced id {int(tokens.max())} outside its vocabulary of {vocab}")
+    if not np.any(tokens >= 0):
+        raise TascError(f"TASC index {index.path} tokenizes to no tokens")
+    table = build_table(tokens, max_order=max_order, min_count=min_count)
+    if path is not None:
+        try:
+            _save(path, tokens, table, meta)
+        except OSError as e:
+            logger.warning("TASC: could not cache the tokenized corpus at %s (%s)", path, e)
+    return TokenizedCorpus(tokens, table, len(texts), int(np.count_nonzero(tokens >= 0)), path or Path(""), False)

@@ -1,0 +1,178 @@
+"""TascProposer: the vLLM ``custom_class`` speculative proposer of TASC-spec.
+
+vLLM builds it as ``TascProposer(vllm_config)`` in the worker and calls ``propose`` after
+every step with each running request's tokens. Settings come from :mod:`tasc_vllm.config`
+(environment variables), since vLLM's speculative config has no field for extra options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from tasc_vllm.config import TascConfig, load_config
+from tasc_vllm.drafting import draft_batch
+from tasc_vllm.errors import TascError
+from tasc_vllm.index_file import read_index
+from tasc_vllm.ngram_cache import load_tokenized
+
+logger = logging.getLogger("tasc_vllm")
+
+FAULT_ENV = "TASC_TEST_FAULT_EVERY"  # test-only: raise inside propose every N calls
+
+
+def _load_tokenizer(model_config):
+    try:
+        from vllm.tokenizers.registry import cached_tokenizer_from_config
+
+        tok = cached_tokenizer_from_config(model_config)
+        if tok is not None and callable(tok) and hasattr(tok, "apply_chat_template"):
+            return tok
+    except Exception as e:  # fall back to transformers below
+        logger.debug("vLLM tokenizer loader failed (%s); using transformers", e)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        model_config.tokenizer,
+        revision=model_config.tokenizer_revision,
+        trust_remote_code=model_config.trust_remote_code,
+    )
+
+
+class TascProposer:
+    """Drafts from the task corpus n-gram model mixed with in-request n-gram matches."""
+
+    def __init__(self, vllm_config, *, tokenizer=None, config: TascConfig | None = None):
+        spec = vllm_config.speculative_config
+        model_config = vllm_config.model_config
+        self.k = int(spec.num_speculative_tokens)
+        self.max_model_len = int(model_config.max_model_len)
+        self.cfg = config or load_config()
+        if not self.cfg.index:
+            raise TascError(
+                "TASC_INDEX is not set: point it at a .tasc index built with "
+                "`tasc-vllm build-index CORPUS.jsonl -o TASK.tasc`"
+            )
+        if self.cfg.max_draft:
+            self.k = min(self.k, self.cfg.max_draft)
+        t0 = time.perf_counter()
+        index = read_index(self.cfg.index)
+        tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(model_config)
+        corpus = load_tokenized(index, tokenizer, self.cfg.max_order, self.cfg.min_count)
+        self.table = corpus.table
+        self.vocab_size = int(model_config.get_vocab_size())
+        self.index_path = str(Path(self.cfg.index).resolve())
+        max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
+        self._out = np.zeros((max_rows, max(self.k, 1)), dtype=np.int32)
+        self._out_len = np.zeros(max_rows, dtype=np.int32)
+        self._warm_up()
+        self.load_seconds = time.perf_counter() - t0
+        logger.info(
+            "TASC index %s: %d texts, %d tokens, %.1f MiB n-gram table, loaded in %.2f s%s",
+            self.index_path,
+            corpus.num_texts,
+            corpus.num_tokens,
+            self.table.nbytes / 2**20,
+            self.load_seconds,
+            " (cached tokenization)" if corpus.from_cache else " (tokenized and cached)",
+        )
+        self._error_logged = False
+        self._fault_every = int(os.environ.get(FAULT_ENV, "0") or 0)
+        self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0}
+        self._stats_written = 0.0
+
+    def _params(self):
+        c = self.cfg
+        t = self.table
+        return (
+            t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
+            c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
+            c.threshold, self.vocab_size,
+        )
+
+    def _warm_up(self) -> None:
+        """Compile the drafting kernel for the dtypes vLLM passes, before serving starts."""
+        for dtype in (np.int32, np.int64):
+            toks = np.zeros((1, 8), dtype=dtype)
+            draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
+                        *self._params(), self._out[:1], self._out_len[:1])
+
+    def load_model(self, *args, **kwargs) -> None:
+        """No draft model to load."""
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
+        n = len(sampled_token_ids)
+        t0 = time.perf_counter()
+        try:
+            drafts = self._propose(sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
+        except Exception:
+            self.stats["errors"] += 1
+            if not self._error_logged:
+                self._error_logged = True
+                logger.error(
+                    "TASC proposer failed; this step gets no drafts and serving goes on. "
+                    "Further errors are counted, not logged. Batch of %d rows, index %s:\n%s",
+                    n, self.index_path, traceback.format_exc(),
+                )
+            drafts = [[] for _ in range(n)]
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["calls"] += 1
+        self.stats["rows"] += n
+        if self.cfg.stats_path:
+            self._maybe_write_stats()
+        return drafts
+
+    def _propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu):
+        if self._fault_every and (self.stats["calls"] + 1) % self._fault_every == 0:
+            raise RuntimeError(f"injected test fault ({FAULT_ENV}={self._fault_every})")
+        n = len(sampled_token_ids)
+        rows, limits = [], []
+        for i in range(n):
+            if not len(sampled_token_ids[i]):
+                continue  # prefill or discarded row: no draft
+            limit = min(self.k, self.max_model_len - int(num_tokens_no_spec[i]) - 1)
+            if limit > 0:
+                rows.append(i)
+                limits.append(limit)
+        drafts: list[list[int]] = [[] for _ in range(n)]
+        if not rows:
+            return drafts
+        m = len(rows)
+        if m > self._out.shape[0]:
+            self._out = np.zeros((m, self._out.shape[1]), dtype=np.int32)
+            self._out_len = np.zeros(m, dtype=np.int32)
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
+        draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
+                    *self._params(), self._out, self._out_len)
+        out, out_len = self._out, self._out_len
+        for j, r in enumerate(rows):
+            L = int(out_len[j])
+            if L:
+                drafts[r] = out[j, :L].tolist()
+                self.stats["drafted_rows"] += 1
+                self.stats["draft_tokens"] += L
+        return drafts
+
+    def _maybe_write_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._stats_written < 1.0:
+            return
+        self._stats_written = now
+        self.write_stats(self.cfg.stats_path)
+
+    def write_stats(self, path: str) -> None:
+        data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("TASC: cannot write stats to %s (%s)", path, e)

@@ -1,0 +1,90 @@
+"""Integration: a real vLLM engine on CPU (eager mode) with the real default model."""
+
+import json
+
+import pytest
+
+from tasc_vllm.errors import TascError
+from tasc_vllm.index_file import write_index
+from tasc_vllm.runner import render_prompts, run_in_subprocess
+from tasc_vllm.tasks import get_task
+
+pytestmark = pytest.mark.engine
+PER_TASK = 6
+
+
+@pytest.fixture(scope="module")
+def workload(default_model_dir, tokenizer, tmp_path_factory):
+    """Held-out prompts of two tasks and an index of both tasks' train outputs."""
+    d = tmp_path_factory.mktemp("engine")
+    examples, corpus = [], []
+    for name in ("usaddress", "bfcl"):
+        task = get_task(name)
+        corpus += [e.reference for e in task.load("train")]
+        examples += [(task, e) for e in task.load("test")[:PER_TASK]]
+    index = write_index(corpus, d / "tasks.tasc")
+    prompts = render_prompts(tokenizer, [e.messages for _, e in examples])
+    base = {
+        "model": str(default_model_dir),
+        "prompt_token_ids": prompts,
+        "max_tokens": [min(task.max_tokens, 160) for task, _ in examples],
+        "batch_size": 4,
+        "num_speculative_tokens": 8,
+        "dtype": "float32",
+    }
+    return {"dir": d, "index": str(index), "spec": base, "examples": examples}
+
+
+@pytest.fixture(scope="module")
+def baseline(workload):
+    return run_in_subprocess({**workload["spec"], "method": "none"}, log_path=workload["dir"] / "none.log")
+
+
+def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
+    run = run_in_subprocess(
+        {**workload["spec"], "method": "tasc", "env": {"TASC_INDEX": workload["index"]}},
+        log_path=workload["dir"] / "tasc.log",
+    )
+    assert run["texts"] == baseline["texts"]
+    assert run["token_ids"] == baseline["token_ids"]
+    sm = run["spec_metrics"]
+    assert sm["num_drafts"] > 0 and sm["num_accepted_tokens"] > 0
+    assert sm["mean_acceptance_length"] > 1.5, sm
+    assert all(len(t) > 0 for t in run["texts"])
+    log = (workload["dir"] / "tasc.log").read_text(errors="replace")
+    assert "TASC index" in log and "loaded in" in log
+
+
+def test_faults_inside_the_proposer_keep_outputs_correct(workload, baseline):
+    run = run_in_subprocess(
+        {**workload["spec"], "method": "tasc",
+         "env": {"TASC_INDEX": workload["index"], "TASC_TEST_FAULT_EVERY": "3"}},
+        log_path=workload["dir"] / "fault.log",
+    )
+    assert run["texts"] == baseline["texts"]
+    log = (workload["dir"] / "fault.log").read_text(errors="replace")
+    assert log.count("TASC proposer failed") == 1
+    assert "injected test fault" in log
+
+
+def test_sampling_with_temperature_works(workload):
+    n = len(workload["spec"]["prompt_token_ids"])
+    run = run_in_subprocess(
+        {**workload["spec"], "method": "tasc", "dtype": "bfloat16",
+         "temperatures": [0.8 if i % 2 else 0.0 for i in range(n)],
+         "env": {"TASC_INDEX": workload["index"]}},
+        log_path=workload["dir"] / "sampled.log",
+    )
+    assert run["num_requests"] == n
+    assert all(len(ids) > 0 for ids in run["token_ids"])
+    assert run["spec_metrics"]["num_drafts"] > 0
+
+
+def test_bad_index_fails_engine_start_with_a_clear_error(workload):
+    bad = workload["dir"] / "bad.tasc"
+    bad.write_bytes(b"\x00" * 100)
+    log = workload["dir"] / "bad.log"
+    with pytest.raises(TascError):
+        run_in_subprocess({**workload["spec"], "prompt_token_ids": workload["spec"]["prompt_token_ids"][:1],
+                           "max_tokens": [4], "method": "tasc", "env": {"TASC_INDEX": str(bad)}}, log_path=log, timeout=600)
+    assert f"TASC index {bad} is unreadable" in log.read_text(errors="replace")

@@ -1,0 +1,138 @@
+"""The n-gram table and the compiled drafting loop, against brute force and as properties."""
+
+from collections import Counter, defaultdict
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasc_vllm.drafting import draft_batch
+from tasc_vllm.ngram_table import TOP_K, build_table, context_key, lookup
+
+DEFAULTS = dict(max_order=6, ctx_min=1, ctx_max=8, wc=1.0, wx=1.0, alpha=1.0, gamma=2.0, threshold=0.05)
+
+
+def corpus_array(texts):
+    return np.concatenate([np.array(list(t) + [-1], dtype=np.int32) for t in texts]) if texts else np.zeros(0, np.int32)
+
+
+def table_entry(table, context):
+    return lookup(table.slots, table.keys, np.uint64(context_key(np.array(context, dtype=np.int64))))
+
+
+def brute_force(texts, max_order):
+    stats = defaultdict(Counter)
+    for t in texts:
+        for p in range(len(t) - 1):
+            for n in range(1, max_order + 1):
+                if p - n + 1 < 0:
+                    break
+                stats[tuple(t[p - n + 1 : p + 1])][t[p + 1]] += 1
+    return stats
+
+
+def draft(table, ctx, limit, vocab=1000, **over):
+    p = {**DEFAULTS, **over}
+    tokens = np.array([ctx + [0] * 4], dtype=np.int32)
+    out = np.zeros((1, max(limit, 1)), np.int32)
+    out_len = np.zeros(1, np.int32)
+    draft_batch(
+        np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
+        table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], vocab, out, out_len,
+    )
+    return out[0, : out_len[0]].tolist()
+
+
+texts_strategy = st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=30), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=texts_strategy)
+def test_table_matches_brute_force_counts(texts):
+    table = build_table(corpus_array(texts), max_order=4)
+    expected = brute_force(texts, 4)
+    assert len(table.keys) == len(expected)
+    for context, counter in expected.items():
+        e = table_entry(table, list(context))
+        assert e >= 0, context
+        assert table.totals[e] == sum(counter.values())
+        best = max(counter.values())
+        assert table.counts[e, 0] == best
+        assert counter[int(table.nexts[e, 0])] == best
+        kept = [int(t) for t in table.nexts[e] if t >= 0]
+        assert len(kept) == min(TOP_K, len(counter))
+        assert all(table.counts[e, i] == counter[t] for i, t in enumerate(kept))
+
+
+def test_min_count_drops_rare_contexts():
+    texts = [[1, 2, 3]] * 3 + [[7, 8]]
+    table = build_table(corpus_array(texts), max_order=2, min_count=2)
+    assert table_entry(table, [1]) >= 0
+    assert table_entry(table, [7]) == -1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    texts=texts_strategy,
+    ctx=st.lists(st.integers(0, 12), min_size=1, max_size=60),
+    limit=st.integers(0, 10),
+    threshold=st.floats(0.0, 1.0),
+)
+def test_drafts_are_valid_bounded_and_deterministic(texts, ctx, limit, threshold):
+    table = build_table(corpus_array(texts), max_order=5)
+    vocab = 13
+    d1 = draft(table, ctx, limit, vocab=vocab, threshold=threshold)
+    d2 = draft(table, ctx, limit, vocab=vocab, threshold=threshold)
+    assert d1 == d2
+    assert len(d1) <= limit
+    assert all(0 <= t < vocab for t in d1)
+
+
+def test_vocab_bound_filters_out_of_range_tokens():
+    table = build_table(corpus_array([[1, 2, 50, 3]] * 5), max_order=3)
+    assert draft(table, [1], 4, vocab=100) == [2, 50, 3]
+    assert draft(table, [1], 4, vocab=10) == [2]
+
+
+def test_corpus_drafts_a_structure_it_knows():
+    texts = [[1, 2, 3, 4, 5, 6, 7, 8]] * 20
+    table = build_table(corpus_array(texts), max_order=4)
+    assert draft(table, [40, 41, 1, 2], 6) == [3, 4, 5, 6, 7, 8]
+    assert draft(table, [40, 41, 1, 2], 3) == [3, 4, 5]
+
+
+def test_context_copies_values_the_corpus_cannot_know():
+    # corpus: key tokens 1 2, a value, then 9; the value (30 31 32) is only in the prompt
+    texts = [[1, 2, v, 9] for v in range(100, 140)]
+    table = build_table(corpus_array(texts), max_order=4)
+    prompt = [50, 30, 31, 32, 33, 51]
+    # the model has produced "1 2 30": context knows 31 32 follow 30
+    d = draft(table, prompt + [1, 2, 30], 3)
+    assert d[:2] == [31, 32]
+
+
+def test_no_draft_when_nothing_is_known():
+    table = build_table(corpus_array([[1, 2, 3]]), max_order=3)
+    assert draft(table, [70, 71, 72], 5) == []
+
+
+def test_low_confidence_stops_the_draft():
+    # after 1, the corpus continues with 2 or 3 equally: too unsure under a high threshold
+    texts = [[1, 2]] * 10 + [[1, 3]] * 10
+    table = build_table(corpus_array(texts), max_order=2)
+    assert draft(table, [1], 3, threshold=0.6, wx=0.0) == []
+    assert len(draft(table, [1], 3, threshold=0.01, wx=0.0)) >= 1
+
+
+def test_batch_rows_are_independent():
+    table = build_table(corpus_array([[1, 2, 3, 4]] * 5), max_order=3)
+    tokens = np.array([[1, 2, 0, 0], [9, 9, 9, 9], [2, 3, 0, 0]], dtype=np.int32)
+    out = np.zeros((2, 4), np.int32)
+    out_len = np.zeros(2, np.int32)
+    p = DEFAULTS
+    draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
+                table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 100, out, out_len)
+    assert out[0, : out_len[0]].tolist() == [3, 4]
+    assert out[1, : out_len[1]].tolist() == [4]

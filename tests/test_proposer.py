@@ -1,0 +1,172 @@
+"""TascProposer outside an engine: the vLLM call contract, caching and failure handling."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tasc_vllm.config import TascConfig, load_config
+from tasc_vllm.errors import TascError
+from tasc_vllm.index_file import read_index, write_index
+from tasc_vllm.ngram_cache import load_tokenized, output_frame, tokenizer_fingerprint
+from tasc_vllm.proposer import FAULT_ENV, TascProposer
+
+OUTPUTS = [
+    '{"AddressNumber": "%d", "StreetName": "%s", "StreetNamePostType": "St", "PlaceName": "Springfield"}' % (n, s)
+    for n, s in [(12, "Main"), (400, "Oak"), (7, "Elm"), (1600, "Maple"), (55, "Pine")] * 4
+]
+
+
+def vllm_config(k=8, max_model_len=256, max_num_seqs=8, vocab=49152):
+    return SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=k),
+        model_config=SimpleNamespace(max_model_len=max_model_len, get_vocab_size=lambda: vocab),
+        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs),
+    )
+
+
+@pytest.fixture
+def index_path(tmp_path):
+    return write_index(OUTPUTS, tmp_path / "addr.tasc")
+
+
+def make(index_path, tokenizer, **cfg):
+    return TascProposer(vllm_config(**{k: cfg.pop(k) for k in list(cfg) if k in ("k", "max_model_len", "max_num_seqs")}),
+                        tokenizer=tokenizer, config=TascConfig(index=str(index_path), **cfg))
+
+
+def rows(tokenizer, texts, max_model_len=256):
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    arr = np.zeros((len(ids), max_model_len), dtype=np.int32)
+    for i, x in enumerate(ids):
+        arr[i, : len(x)] = x
+    return arr, np.array([len(x) for x in ids], dtype=np.int32)
+
+
+def test_drafts_the_task_structure(index_path, tokenizer, isolated_cache):
+    p = make(index_path, tokenizer)
+    prefix, _ = output_frame(tokenizer)
+    text = tokenizer.decode(prefix) + '{"AddressNumber": "99", "StreetName'
+    tok, n = rows(tokenizer, [text])
+    (d,) = p.propose([[1]], n, tok)
+    assert 0 < len(d) <= 8
+    assert tokenizer.decode(d).startswith('": "')
+
+
+def test_prefill_rows_and_full_rows_get_no_draft(index_path, tokenizer, isolated_cache):
+    p = make(index_path, tokenizer, max_model_len=64)
+    tok, n = rows(tokenizer, ['{"AddressNumber": "1', '{"AddressNumber": "1'], max_model_len=64)
+    assert p.propose([[], [5]], n, tok)[0] == []
+    n_full = np.array([63, 63], dtype=np.int32)
+    assert p.propose([[5], [5]], n_full, tok) == [[], []]
+    n_near = np.array([60, 60], dtype=np.int32)
+    assert all(len(d) <= 64 - 60 - 1 for d in p.propose([[5], [5]], n_near, tok))
+
+
+def test_draft_length_never_exceeds_k(index_path, tokenizer, isolated_cache):
+    p = make(index_path, tokenizer, k=3)
+    tok, n = rows(tokenizer, ['{"AddressNumber": "12", "Street'] * 5)
+    for d in p.propose([[1]] * 5, n, tok):
+        assert len(d) <= 3
+
+
+def test_more_rows_than_max_num_seqs(index_path, tokenizer, isolated_cache):
+    p = make(index_path, tokenizer, max_num_seqs=2)
+    tok, n = rows(tokenizer, ['{"AddressNumber": "12", "Street'] * 6)
+    drafts = p.propose([[1]] * 6, n, tok)
+    assert len(drafts) == 6 and all(drafts)
+
+
+def test_second_load_comes_from_cache_and_matches(index_path, tokenizer, isolated_cache):
+    idx = read_index(index_path)
+    a = load_tokenized(idx, tokenizer, max_order=8)
+    b = load_tokenized(idx, tokenizer, max_order=8)
+    assert not a.from_cache and b.from_cache
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.table.keys, b.table.keys)
+
+
+def test_corrupt_cache_entry_is_rebuilt(index_path, tokenizer, isolated_cache):
+    idx = read_index(index_path)
+    a = load_tokenized(idx, tokenizer, max_order=8)
+    a.cache_path.write_bytes(b"garbage")
+    b = load_tokenized(idx, tokenizer, max_order=8)
+    assert not b.from_cache and np.array_equal(a.tokens, b.tokens)
+    assert load_tokenized(idx, tokenizer, max_order=8).from_cache
+
+
+def test_cache_of_another_tokenizer_is_not_used(index_path, tokenizer, isolated_cache):
+    """A grown vocabulary (TASC-ft) changes the fingerprint, so the entry is separate."""
+    import copy
+
+    idx = read_index(index_path)
+    base = load_tokenized(idx, tokenizer, max_order=8)
+    grown = copy.deepcopy(tokenizer)
+    grown.add_tokens(['"StreetNamePostType": "'])
+    assert tokenizer_fingerprint(grown) != tokenizer_fingerprint(tokenizer)
+    g = load_tokenized(idx, grown, max_order=8)
+    assert not g.from_cache and g.cache_path != base.cache_path
+    assert g.num_tokens < base.num_tokens  # the added token compresses the corpus
+
+
+def test_unwritable_cache_still_serves(index_path, tokenizer, tmp_path, monkeypatch):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("TASC_VLLM_CACHE", str(blocker))
+    p = make(index_path, tokenizer)
+    tok, n = rows(tokenizer, ['{"AddressNumber": "12", "Street'])
+    assert p.propose([[1]], n, tok)[0]
+
+
+def test_exception_in_propose_costs_only_drafts(index_path, tokenizer, isolated_cache, monkeypatch, caplog):
+    monkeypatch.setenv(FAULT_ENV, "2")
+    p = make(index_path, tokenizer)
+    tok, n = rows(tokenizer, ['{"AddressNumber": "12", "Street'] * 2)
+    results = [p.propose([[1], [1]], n, tok) for _ in range(6)]
+    assert results[1] == [[], []] and results[3] == [[], []]
+    assert results[0][0] and results[2][0]
+    assert p.stats["errors"] == 3
+    assert sum("TASC proposer failed" in r.message for r in caplog.records) == 1
+
+
+def test_missing_index_setting_and_bad_index(tokenizer, tmp_path, isolated_cache):
+    with pytest.raises(TascError, match="TASC_INDEX is not set"):
+        TascProposer(vllm_config(), tokenizer=tokenizer, config=TascConfig())
+    with pytest.raises(TascError, match="does not exist"):
+        make(tmp_path / "missing.tasc", tokenizer)
+    with pytest.raises(TascError, match="folder"):
+        make(tmp_path, tokenizer)
+    bad = tmp_path / "bad.tasc"
+    bad.write_bytes(b"not an index")
+    with pytest.raises(TascError, match="unreadable"):
+        make(bad, tokenizer)
+
+
+def test_corpus_of_special_tokens_only(tokenizer, tmp_path, isolated_cache):
+    path = write_index(["<|im_end|>", "<|im_start|><|im_end|>"], tmp_path / "special.tasc")
+    p = make(path, tokenizer)
+    tok, n = rows(tokenizer, ["hello"])
+    (d,) = p.propose([[1]], n, tok)
+    assert all(0 <= t < len(tokenizer) for t in d)
+
+
+def test_config_from_env_and_file(tmp_path):
+    cfg_file = tmp_path / "tasc.json"
+    cfg_file.write_text('{"threshold": 0.3, "max_order": 6}')
+    cfg = load_config({"TASC_CONFIG": str(cfg_file), "TASC_MAX_ORDER": "5", "TASC_INDEX": "x.tasc"})
+    assert (cfg.threshold, cfg.max_order, cfg.index) == (0.3, 5, "x.tasc")
+    with pytest.raises(TascError, match="TASC_THRESHOLD: threshold must be float"):
+        load_config({"TASC_THRESHOLD": "high"})
+    with pytest.raises(TascError, match="threshold must be in 0..1"):
+        load_config({"TASC_THRESHOLD": "2"})
+    cfg_file.write_text('{"thresold": 0.3}')
+    with pytest.raises(TascError, match="unknown setting"):
+        load_config({"TASC_CONFIG": str(cfg_file)})
+    with pytest.raises(TascError, match="no such file"):
+        load_config({"TASC_CONFIG": str(tmp_path / "none.json")})
+
+
+def test_plugin_register_never_fails():
+    from tasc_vllm.plugin import register
+
+    register()
+    register()

@@ -84,6 +84,7 @@ def run_demo(num_prompts: int = 32, k: int = 8, batch_size: int = 1, task_name: 
         "max_tokens": [task.max_tokens] * len(prompts),
         "batch_size": batch_size,
         "num_speculative_tokens": k,
+        "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
     }
     log = work / "demo-engines.log"
     log.write_text("")
@@ -104,6 +105,7 @@ def run_demo(num_prompts: int = 32, k: int = 8, batch_size: int = 1, task_name: 
     print(f"\nTASC demo: {task_name}, {len(test)} held-out prompts, batch {batch_size}, k={k}, "
           f"default model (bf16, CPU); {time.perf_counter() - t_start:.0f} s in all")
     print_table(rows)
-    result = {"rows": rows, "task": task_name, "k": k, "batch_size": batch_size, "prompts": len(test)}
+    result = {"rows": rows, "task": task_name, "k": k, "batch_size": batch_size, "prompts": len(test),
+              "outputs": {"vLLM": base["texts"], "vLLM + TASC-spec": tasc["texts"]}}
     (work / "demo-result.json").write_text(json.dumps(result, indent=2))
     return result

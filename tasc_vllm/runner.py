@@ -87,9 +87,16 @@ def run(spec: dict) -> dict:
         for i, (t, mt) in enumerate(zip(temperatures, max_tokens))
     ]
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
-    warm = int(spec.get("warmup", 1))
-    if warm:
-        llm.generate(inputs[:warm], params[:warm], use_tqdm=False)
+    # warm-up on a prompt of its own (a test prompt here would seed suffix decoding's cache)
+    warm_ids = spec.get("warmup_prompt_token_ids")
+    if warm_ids:
+        llm.generate([TokensPrompt(prompt_token_ids=warm_ids)], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
+    # e.g. suffix decoding warmed with the task's train prompts, before the timed run
+    train_ids = spec.get("train_prompt_token_ids") or []
+    if train_ids:
+        llm.generate([TokensPrompt(prompt_token_ids=p) for p in train_ids],
+                     SamplingParams(temperature=0.0, max_tokens=int(spec.get("train_max_tokens", 256))),
+                     use_tqdm=bool(spec.get("progress", True)))
     metrics_before = _spec_metrics(llm)
     t1 = time.perf_counter()
     outputs = llm.generate(inputs, params, use_tqdm=bool(spec.get("progress", True)))

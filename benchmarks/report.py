@@ -26,14 +26,15 @@ def _plots(res: dict) -> list[str]:
         by_method: dict[str, list] = {}
         for r in task["runs"]:
             by_method.setdefault(r["method"], []).append(r)
+        colors = {m: f"C{i}" for i, m in enumerate(by_method)}  # one colour per method in both panels
         for method, runs in by_method.items():
             runs.sort(key=lambda r: r["batch_size"])
-            a1.plot([r["batch_size"] for r in runs], [r["speedup_requests"] for r in runs], marker="o", label=method)
+            a1.plot([r["batch_size"] for r in runs], [r["speedup_requests"] for r in runs], marker="o", label=method, color=colors[method])
             accept = [r for r in runs if r.get("spec_metrics", {}).get("acceptance_per_position")]
             if accept:
                 r = accept[0]
                 pos = r["spec_metrics"]["acceptance_per_position"]
-                a2.plot(range(1, len(pos) + 1), pos, marker="o", label=f"{method} (batch {r['batch_size']})")
+                a2.plot(range(1, len(pos) + 1), pos, marker="o", label=f"{method} (batch {r['batch_size']})", color=colors[method])
         a1.set_xscale("log", base=2)
         a1.set_xlabel("batch size (concurrent requests)")
         a1.set_ylabel("requests/s relative to vLLM without speculation")

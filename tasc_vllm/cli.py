@@ -59,12 +59,6 @@ def _cmd_demo(args) -> None:
     run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task)
 
 
-def _cmd_enrich(args) -> None:
-    from tools.enrich import main as enrich_main
-
-    sys.exit(enrich_main(args.rest))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasc-vllm", description="Task-Adaptive Sequence Compression for vLLM")
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,10 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=1, help="concurrent requests (default 1)")
     d.add_argument("--task", default="usaddress")
     d.set_defaults(func=_cmd_demo)
-
-    e = sub.add_parser("enrich", help="TASC-ft vocabulary enrichment (same options as python -m tools.enrich)", add_help=False)
-    e.add_argument("rest", nargs=argparse.REMAINDER)
-    e.set_defaults(func=_cmd_enrich)
     return p
 
 

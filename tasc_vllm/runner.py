@@ -138,6 +138,26 @@ def run(spec: dict) -> dict:
     }
 
 
+def _tee_progress(stream, log, show: bool) -> None:
+    """Copy the child's stderr into the log; echo vLLM's progress bar to the terminal."""
+    shown = False
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(4096)
+        if not chunk:
+            break
+        log.write(chunk)
+        if show:
+            for piece in chunk.split(b"\r"):
+                if b"Processed prompts" in piece:
+                    text = piece.split(b"\n")[0].decode("utf-8", "replace")
+                    sys.stderr.write("\r" + text[:150])
+                    sys.stderr.flush()
+                    shown = True
+    if shown:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 def run_in_subprocess(spec: dict, log_path: str | Path | None = None, timeout: float | None = None) -> dict:
     """Run ``spec`` in a fresh Python process and return its result."""
     with tempfile.TemporaryDirectory(prefix="tasc-run-") as d:
@@ -149,20 +169,27 @@ def run_in_subprocess(spec: dict, log_path: str | Path | None = None, timeout: f
         if iomp.exists() and "libiomp5" not in env.get("LD_PRELOAD", ""):
             env["LD_PRELOAD"] = f"{iomp}:{env['LD_PRELOAD']}" if env.get("LD_PRELOAD") else str(iomp)
         log = open(log_path, "ab") if log_path else None
+        show_progress = bool(log) and bool(spec.get("progress", True))
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "tasc_vllm.runner", str(spec_path), str(result_path)],
                 env=env,
                 stdout=log or None,
-                stderr=subprocess.STDOUT if log else None,
-                timeout=timeout,
+                stderr=subprocess.PIPE if log else None,
             )
+            if log:
+                _tee_progress(proc.stderr, log, show_progress)
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise TascError(f"vLLM run ({spec.get('method')}) exceeded {timeout} s") from None
         finally:
             if log:
                 log.close()
-        if proc.returncode != 0 or not result_path.exists():
+        if returncode != 0 or not result_path.exists():
             where = f"; see {log_path}" if log_path else ""
-            raise TascError(f"vLLM run ({spec.get('method')}, batch {spec.get('batch_size', 1)}) failed with exit code {proc.returncode}{where}")
+            raise TascError(f"vLLM run ({spec.get('method')}, batch {spec.get('batch_size', 1)}) failed with exit code {returncode}{where}")
         return json.loads(result_path.read_text())
 
 

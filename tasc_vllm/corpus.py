@@ -8,6 +8,43 @@ from pathlib import Path
 from tasc_vllm.errors import TascError
 
 
+def read_lines(path: str | Path, what: str = "corpus") -> list[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 text file as ``(line number, text)``; a clear error
+    naming ``what``, the file and the line for a missing file, a folder or bad UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise TascError(f"{what} file {path} does not exist")
+    if path.is_dir():
+        raise TascError(f"{what} path {path} is a folder, not a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TascError(f"{what} file {path} cannot be read: {e.strerror}") from e
+    lines: list[tuple[int, str]] = []
+    for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TascError(
+                f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the {what} as UTF-8"
+            ) from e
+        line = line.rstrip("\r")
+        if line.strip():
+            lines.append((lineno, line))
+    return lines
+
+
+def parse_json_line(path: str | Path, lineno: int, line: str) -> dict:
+    """One JSONL line as a JSON object; a clear error naming file and line otherwise."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise TascError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from e
+    if not isinstance(obj, dict):
+        raise TascError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_corpus(path: str | Path, field: str = "output") -> list[str]:
     """Return the output texts of a corpus file.
 
@@ -15,37 +52,16 @@ def read_corpus(path: str | Path, field: str = "output") -> list[str]:
     any other file is plain text with one output per line. Blank lines are skipped.
     """
     path = Path(path)
-    if not path.exists():
-        raise TascError(f"corpus file {path} does not exist")
-    if path.is_dir():
-        raise TascError(f"corpus path {path} is a folder, not a file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TascError(f"corpus file {path} cannot be read: {e.strerror}") from e
+    lines = read_lines(path, "corpus")
     is_jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
     texts: list[str] = []
     missing_field_lines: list[int] = []
     first_missing_keys = ""
-    for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
-        try:
-            line = line_bytes.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise TascError(
-                f"{path}:{lineno}: not valid UTF-8 (byte {e.start}); re-encode the corpus as UTF-8"
-            ) from e
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
+    for lineno, line in lines:
         if not is_jsonl:
             texts.append(line)
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TascError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from e
-        if not isinstance(obj, dict):
-            raise TascError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_json_line(path, lineno, line)
         if field not in obj:
             if not missing_field_lines:
                 first_missing_keys = ", ".join(sorted(obj)) or "none"

@@ -59,6 +59,12 @@ def _cmd_demo(args) -> None:
     run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task)
 
 
+def _cmd_enrich(args) -> None:
+    from tools.enrich import enrich
+
+    enrich(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tasc-vllm", description="Task-Adaptive Sequence Compression for vLLM")
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--split", default="train", choices=["train", "test"])
     te.add_argument("-o", "--output", required=True)
     te.set_defaults(func=_cmd_task_export)
+
+    from tools.enrich import add_arguments as add_enrich_arguments
+
+    e = sub.add_parser("enrich", help="TASC-ft: grow the vocabulary with output n-grams, fine-tune, write a checkpoint")
+    add_enrich_arguments(e)
+    e.set_defaults(func=_cmd_enrich)
 
     d = sub.add_parser("demo", help="vLLM without and with TASC-spec on held-out prompts of the default task")
     d.add_argument("--prompts", type=int, default=32, help="held-out prompts to run (default 32)")

@@ -84,7 +84,8 @@ def run(spec: dict) -> dict:
     temperatures = spec.get("temperatures") or [float(spec.get("temperature", 0.0))] * len(prompts)
     params = [
         SamplingParams(temperature=float(t), max_tokens=int(mt),
-                       seed=None if spec.get("per_request_seed") is False else int(spec.get("seed", 0)) + i)
+                       seed=None if spec.get("per_request_seed") is False else int(spec.get("seed", 0)) + i,
+                       allowed_token_ids=spec.get("allowed_token_ids"))
         for i, (t, mt) in enumerate(zip(temperatures, max_tokens))
     ]
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]

@@ -1,0 +1,216 @@
+"""TASC-ft building blocks: training data, n-gram mining, safe vocabulary growth, training loop."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasc_vllm.errors import TascError
+from tools.finetune import batch_order, encode_samples, lr_at
+from tools.ft_data import read_examples
+from tools.vocab_extend import (
+    add_checked_tokens,
+    encode_lengths,
+    grow_embeddings,
+    pad_vocabulary,
+)
+from tools.vocab_mining import _non_overlapping, mine
+
+# --------------------------------------------------------------------------- data
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_read_examples_prompt_messages_and_system(tmp_path):
+    p = _write(tmp_path / "d.jsonl", [
+        {"prompt": "a", "output": "A"},
+        {"messages": [{"role": "user", "content": "b"}], "output": "B"},
+        {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "C"}]},
+    ])
+    ex = read_examples(p, system="sys")
+    assert ex[0].messages == [{"role": "system", "content": "sys"}, {"role": "user", "content": "a"}]
+    assert [e.output for e in ex] == ["A", "B", "C"]
+    assert ex[2].messages == [{"role": "user", "content": "c"}]
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["{not json"], "d.jsonl:1: malformed JSON"),
+    ([{"prompt": "a", "output": "A"}, "[1, 2]"], "d.jsonl:2: expected a JSON object"),
+    ([{"question": "a", "output": "A"}], "needs a 'prompt' or a 'messages' field (this line has: output, question)"),
+    ([{"prompt": "a"}], "d.jsonl:1: needs an 'output' field"),
+    ([{"prompt": "a", "output": 3}], "field 'output' holds int"),
+    ([{"prompt": "a", "output": "  "}], "the output is empty"),
+    ([{"messages": "hi", "output": "A"}], "must be a non-empty list"),
+    ([{"messages": [{"role": "user"}], "output": "A"}], "message 0 must be an object"),
+])
+def test_read_examples_errors_name_file_and_line(tmp_path, rows, message):
+    p = _write(tmp_path / "d.jsonl", rows)
+    with pytest.raises(TascError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        read_examples(p)
+
+
+def test_read_examples_empty_missing_and_not_utf8(tmp_path):
+    with pytest.raises(TascError, match="is empty"):
+        read_examples(_write(tmp_path / "e.jsonl", ["", "  "]))
+    with pytest.raises(TascError, match="does not exist"):
+        read_examples(tmp_path / "missing.jsonl")
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(b'{"prompt": "a", "output": "A"}\n{"prompt": "\xff"}\n')
+    with pytest.raises(TascError, match="b.jsonl:2: not valid UTF-8"):
+        read_examples(bad)
+
+
+# --------------------------------------------------------------------------- mining
+
+
+def test_mine_picks_the_biggest_saving_and_merges_it():
+    # "1 2 3" appears 4 times (saves 8); "7 8" appears 5 times (saves 5)
+    seqs = [[1, 2, 3, 7, 8], [1, 2, 3, 9], [7, 8, 1, 2, 3], [1, 2, 3, 7, 8, 7, 8, 7, 8]]
+    picks = mine(seqs, 5, lambda ids: " ".join(map(str, ids)) + " ")
+    assert picks[0].ids == (1, 2, 3) and picks[0].count == 4 and picks[0].saving == 8
+    assert picks[1].ids == (7, 8) and picks[1].count == 5 and picks[1].saving == 5
+    # after both merges nothing repeats that is worth a token except pairs of merged symbols
+    assert all(p.count >= 2 for p in picks)
+
+
+def test_mine_never_crosses_texts_or_excluded_ids_and_skips_rejected_text():
+    seqs = [[5, 6], [5, 6], [7, 0, 8], [7, 0, 8]]
+    picks = mine(seqs, 10, lambda ids: "".join(chr(97 + i) for i in ids), excluded={0})
+    assert [p.ids for p in picks] == [(5, 6)]
+    picks = mine(seqs, 10, lambda ids: "x", accept=lambda text: False)
+    assert picks == []
+    # a decode that splits a character is never picked
+    assert mine([[1, 2], [1, 2]], 3, lambda ids: "\ufffd") == []
+
+
+def test_non_overlapping_counts_self_overlap_once():
+    starts = np.array([0, 1, 2, 3, 10])
+    assert _non_overlapping(starts, 2).tolist() == [0, 2, 10]
+    picks = mine([[4, 4, 4, 4, 4]], 1, lambda ids: "x" * len(ids))
+    assert picks[0].ids == (4, 4) and picks[0].count == 2
+
+
+def _brute_best(seqs, max_n, min_count=2):
+    best = 0
+    for n in range(2, max_n + 1):
+        grams = {tuple(s[i:i + n]) for s in seqs for i in range(len(s) - n + 1)}
+        for g in grams:
+            count = 0
+            for s in seqs:
+                i = 0
+                while i <= len(s) - n:
+                    if tuple(s[i:i + n]) == g:
+                        count += 1
+                        i += n
+                    else:
+                        i += 1
+            if count >= min_count:
+                best = max(best, count * (n - 1))
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=24), min_size=1, max_size=6))
+def test_first_pick_is_the_exact_best_saving(seqs):
+    picks = mine(seqs, 3, lambda ids: ",".join(map(str, ids)) + ";", max_n=4)
+    best = _brute_best(seqs, 4)
+    if best == 0:
+        assert picks == []
+    else:
+        assert picks[0].saving == best
+    assert all(p.count >= 2 and p.saving >= p.count for p in picks)
+    assert sum(p.saving for p in picks) <= sum(map(len, seqs))
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+@pytest.fixture()
+def fresh_tokenizer(default_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+def test_added_tokens_keep_every_text_exact_and_never_longer(fresh_tokenizer, default_model_dir):
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(default_model_dir)
+    texts = ['{"AddressNumber": "12", "StreetName": "Main"}', '{"AddressNumber": "7"}',
+             "Streets of the city", "xStreetName", "émigré café", "<|im_start|>user\nhi<|im_end|>"]
+    lengths = encode_lengths(base, texts)
+    # "Street" alone would split "Streets" worse in some texts; "é" cannot round-trip through
+    # the byte-level decoder; '", "StreetName": "' is safe.
+    added, rejected = add_checked_tokens(
+        fresh_tokenizer, ['", "StreetName": "', '{"AddressNumber": "', "reetN", "é"], texts, lengths
+    )
+    assert '", "StreetName": "' in added and '{"AddressNumber": "' in added
+    assert "é" in rejected
+    new = encode_lengths(fresh_tokenizer, texts)
+    assert (new <= lengths).all() and new[0] < lengths[0]
+    for t in texts:
+        assert fresh_tokenizer.decode(fresh_tokenizer.encode(t, add_special_tokens=False)) == t
+    # special tokens and the chat template keep their ids
+    assert fresh_tokenizer.convert_tokens_to_ids("<|im_end|>") == base.convert_tokens_to_ids("<|im_end|>")
+    chat = [{"role": "user", "content": "hi"}]
+    assert fresh_tokenizer.apply_chat_template(chat, tokenize=False) == base.apply_chat_template(chat, tokenize=False)
+    # adding a token already present is a no-op
+    assert add_checked_tokens(fresh_tokenizer, ['", "StreetName": "'], texts, lengths) == ([], ['", "StreetName": "'])
+
+
+def test_pad_vocabulary_and_mean_initialised_rows(fresh_tokenizer, default_model_dir):
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32)
+    before = copy.deepcopy(fresh_tokenizer)
+    fresh_tokenizer.add_tokens(['", "ZipCode": "'])
+    grow_embeddings(model, before, ['", "ZipCode": "'], len(fresh_tokenizer))
+    emb = model.get_input_embeddings().weight
+    parts = before.encode('", "ZipCode": "', add_special_tokens=False)
+    assert emb.shape[0] == len(before) + 1
+    assert torch.allclose(emb[len(before)], emb[parts].mean(0))
+    assert model.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # still tied
+    n = len(fresh_tokenizer)
+    unpadded = copy.deepcopy(fresh_tokenizer)
+    padded = pad_vocabulary(fresh_tokenizer)
+    assert (n + padded) % 64 == 0 and len(fresh_tokenizer) == n + padded
+    grow_embeddings(model, unpadded, [], len(fresh_tokenizer))
+    assert model.get_input_embeddings().weight.shape[0] == len(fresh_tokenizer)
+    assert torch.count_nonzero(model.get_input_embeddings().weight[n:]) == 0
+    # placeholders are special: a decode that skips special tokens drops them
+    assert fresh_tokenizer.decode([n], skip_special_tokens=True) == ""
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def test_lr_schedule_and_batch_order():
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 10) == pytest.approx(0.1, abs=0.01)
+    order = batch_order(10, 7, 4, seed=3)
+    assert len(order) == 7 and all(len(b) == 4 for b in order)
+    flat = [i for b in order for i in b]
+    assert sorted(flat[:10]) == list(range(10))  # the first epoch sees every example once
+    assert batch_order(10, 7, 4, seed=3) == order and batch_order(10, 7, 4, seed=4) != order
+
+
+def test_encode_samples_frames_the_answer(fresh_tokenizer):
+    from tools.ft_data import FtExample
+
+    ex = [FtExample([{"role": "user", "content": "hi"}], '{"a": 1}')]
+    (s,) = encode_samples(fresh_tokenizer, ex, max_len=512)
+    end = fresh_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert s.answer_ids[-1] == end
+    assert fresh_tokenizer.decode(s.answer_ids[:-1]) == '{"a": 1}'
+    assert fresh_tokenizer.decode(s.prompt_ids).endswith("<|im_start|>assistant\n")
+    (short,) = encode_samples(fresh_tokenizer, ex, max_len=8)
+    assert len(short.prompt_ids) + len(short.answer_ids) <= 8

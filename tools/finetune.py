@@ -1,0 +1,121 @@
+"""Full fine-tuning of a causal LM on (chat, answer) pairs, on the CPU, loss on the answer only.
+
+The loss is computed only where the answer is: the decoder's hidden states at those
+positions go through the output layer, so the (large) vocabulary projection is not spent on
+prompt tokens.  Batches are drawn from a seeded shuffle, so the same settings give the same
+run with any vocabulary, which is what makes ``--no-enrich`` a fair baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tasc_vllm.errors import TascError
+from tasc_vllm.ngram_cache import output_frame
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt_ids: list[int]
+    answer_ids: list[int]  # the answer's tokens and the end-of-turn token
+
+
+def encode_samples(tokenizer, examples, max_len: int) -> list[Sample]:
+    """Token ids of every example: the chat template's prompt and the answer + end of turn.
+
+    Prompts are rendered to text and then tokenized, as vLLM's chat endpoint does.
+    """
+    _, end = output_frame(tokenizer)
+    if end < 0:
+        raise TascError("the tokenizer has neither an end-of-turn nor an EOS token to end answers with")
+    rendered = [
+        tokenizer.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True) for e in examples
+    ]
+    prompts = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    answers = tokenizer([e.output for e in examples], add_special_tokens=False)["input_ids"]
+    samples = []
+    for p, a in zip(prompts, answers):
+        answer = list(a) + [end]
+        prompt = list(p)[-max(1, max_len - len(answer)) :]  # keep the end of an over-long prompt
+        samples.append(Sample(prompt, answer[: max_len - 1]))
+    return samples
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Indices of each step's batch: consecutive epochs of a seeded shuffle."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        epoch = list(range(n))
+        rng.shuffle(epoch)
+        order.extend(epoch)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+
+
+def _collate(samples: Sequence[Sample], pad_id: int):
+    import torch
+
+    seqs = [s.prompt_ids + s.answer_ids for s in samples]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    target = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for row, (s, seq) in enumerate(zip(samples, seqs)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        start = len(s.prompt_ids)
+        # position t predicts token t + 1: targets are the answer tokens, one place earlier
+        target[row, start - 1 : len(seq) - 1] = torch.tensor(s.answer_ids)
+    return ids, mask, target
+
+
+def answer_loss(model, ids, mask, target):
+    """Mean cross-entropy over the answer tokens only."""
+    import torch
+
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    where = target != -100
+    logits = model.get_output_embeddings()(hidden[where]).float()
+    return torch.nn.functional.cross_entropy(logits, target[where])
+
+
+def train(model, samples: Sequence[Sample], *, steps: int, batch_size: int, lr: float, seed: int,
+          pad_id: int, warmup: int | None = None, desc: str = "training", progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` in place for ``steps`` AdamW steps; returns the loss of every step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not samples:
+        raise TascError("no training samples")
+    torch.manual_seed(seed)
+    warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(batch_order(len(samples), steps, batch_size, seed), desc=desc, unit="step", disable=not progress)
+    for step, idx in enumerate(bar):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup)
+        loss = answer_loss(model, *_collate([samples[i] for i in idx], pad_id))
+        if not torch.isfinite(loss):
+            raise TascError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.item()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses

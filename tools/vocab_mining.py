@@ -1,0 +1,140 @@
+"""Mining output n-grams in token space, scored by the tokens they save.
+
+The outputs are token sequences under the current tokenizer.  One pick is the n-gram
+(2 <= n <= ``max_n`` tokens) whose non-overlapping occurrences save the most tokens,
+``count * (n - 1)``; it is then merged into a single new symbol everywhere and the counts
+are taken again, so the next pick sees the corpus as the grown vocabulary would encode it
+(a later pick may contain an earlier one).  Counting is vectorised with numpy: a pick costs
+one ``np.unique`` per order over the corpus, never a Python loop over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SEP = -1  # between texts and in place of tokens that may not be part of an n-gram
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str  # the string the new token stands for
+    ids: tuple[int, ...]  # its tokens under the tokenizer the mining started from
+    count: int  # non-overlapping occurrences in the corpus when it was picked
+    saving: int  # tokens it saved then: count * (len(pick) - 1)
+
+
+def _concat(sequences: Sequence[Sequence[int]], excluded: set[int]) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    for seq in sequences:
+        arr = np.asarray(seq, dtype=np.int64)
+        parts.append(arr)
+        parts.append(np.array([SEP], dtype=np.int64))
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if excluded:
+        flat[np.isin(flat, np.fromiter(excluded, dtype=np.int64))] = SEP
+    return flat
+
+
+def _non_overlapping(starts: np.ndarray, n: int) -> np.ndarray:
+    """Greedy left-to-right subset of sorted match ``starts`` with no two closer than ``n``."""
+    if n <= 1 or starts.size <= 1 or np.all(np.diff(starts) >= n):
+        return starts
+    keep: list[int] = []
+    last = -(n + 1)
+    for s in starts.tolist():
+        if s >= last + n:
+            keep.append(s)
+            last = s
+    return np.asarray(keep, dtype=starts.dtype)
+
+
+def _matches(flat: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    n = gram.size
+    windows = np.lib.stride_tricks.sliding_window_view(flat, n)
+    return np.flatnonzero(np.all(windows == gram, axis=1))
+
+
+def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_count: int):
+    """The n-gram of order ``n`` with the largest non-overlapping count, as (count, gram),
+    or None.  Overlapping counts (from one ``np.unique``) bound the exact ones from above,
+    so exact counts are taken only until no remaining candidate can beat the best."""
+    if flat.size < n:
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(flat, n)
+    valid = np.all(windows != SEP, axis=1)
+    if not valid.any():
+        return None
+    grams, counts = np.unique(windows[valid], axis=0, return_counts=True)
+    best = None
+    for i in np.argsort(-counts, kind="stable"):
+        if counts[i] < min_count or (best is not None and counts[i] <= best[0]):
+            break
+        gram = tuple(int(x) for x in grams[i])
+        if gram in banned:
+            continue
+        # Overlapping counts overstate self-overlapping n-grams ("a a a"): count exactly.
+        exact = _non_overlapping(_matches(flat, grams[i]), n).size
+        if exact >= min_count and (best is None or exact > best[0]):
+            best = (exact, gram)
+    return best
+
+
+def mine(
+    sequences: Sequence[Sequence[int]],
+    num_tokens: int,
+    decode: Callable[[list[int]], str],
+    *,
+    max_n: int = 8,
+    min_count: int = 2,
+    excluded: set[int] | frozenset[int] = frozenset(),
+    accept: Callable[[str], bool] = lambda text: True,
+    progress=None,
+) -> list[Candidate]:
+    """Pick up to ``num_tokens`` n-grams that save the most tokens in ``sequences``.
+
+    ``decode`` turns token ids (of the tokenizer the sequences came from) into text;
+    ``excluded`` ids (special tokens) never join an n-gram; a pick whose text ``accept``
+    rejects (e.g. one that splits a UTF-8 character) is skipped.  ``progress`` is an optional
+    callable taking the number of picks made so far.
+    """
+    flat = _concat(sequences, set(excluded))
+    next_symbol = int(max(flat.max(initial=0), 0)) + 1
+    expansion: dict[int, tuple[int, ...]] = {}  # merged symbol -> original token ids
+    banned: set[tuple[int, ...]] = set()
+    picks: list[Candidate] = []
+
+    def expand(gram: tuple[int, ...]) -> tuple[int, ...]:
+        out: list[int] = []
+        for t in gram:
+            out.extend(expansion.get(t, (t,)))
+        return tuple(out)
+
+    while len(picks) < num_tokens:
+        best = None
+        for n in range(2, max_n + 1):
+            found = _best_of_order(flat, n, banned, min_count)
+            if found is not None and (best is None or found[0] * (n - 1) > best[0]):
+                best = (found[0] * (n - 1), found[0], found[1])
+        if best is None:
+            break
+        saving, count, gram = best
+        ids = expand(gram)
+        text = decode(list(ids))
+        if "\ufffd" in text or not text or not accept(text):
+            banned.add(gram)
+            continue
+        starts = _non_overlapping(_matches(flat, np.asarray(gram, dtype=np.int64)), len(gram))
+        keep = np.ones(flat.size, dtype=bool)
+        for offset in range(1, len(gram)):
+            keep[starts + offset] = False
+        flat[starts] = next_symbol
+        flat = flat[keep]
+        expansion[next_symbol] = ids
+        next_symbol += 1
+        picks.append(Candidate(text=text, ids=ids, count=count, saving=saving))
+        if progress is not None:
+            progress(len(picks))
+    return picks

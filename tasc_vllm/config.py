@@ -24,6 +24,7 @@ class TascConfig:
     alpha: float = 1.0  # TASC_ALPHA: corpus smoothing, p = count / (total + alpha)
     gamma: float = 2.0  # TASC_GAMMA: context confidence, p = m / (m + gamma)
     threshold: float = 0.1  # TASC_THRESHOLD: stop drafting when the draft's confidence < this
+    step_overhead: float = 1.5  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
     stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
 
@@ -38,6 +39,7 @@ class TascConfig:
             (self.alpha >= 0.0, "alpha must be >= 0"),
             (self.gamma > 0.0, "gamma must be > 0"),
             (0.0 <= self.threshold <= 1.0, "threshold must be in 0..1"),
+            (self.step_overhead >= 0.0, "step_overhead must be >= 0"),
             (self.min_count >= 1, "min_count must be >= 1"),
         ]
         for ok, msg in checks:
@@ -48,6 +50,18 @@ class TascConfig:
     def table_settings(self) -> dict:
         """The settings that change the cached n-gram table."""
         return {"max_order": self.max_order, "min_count": self.min_count}
+
+    def threshold_for(self, rows: int) -> float:
+        """The confidence a draft must keep when ``rows`` requests draft in one step.
+
+        A drafted token costs one verified token; accepted, it saves a step, whose cost per
+        request is ``step_overhead / rows + 1`` verified tokens.  Drafting on is worth it
+        while the draft's chance of acceptance beats ``rows / (rows + step_overhead)``,
+        which rises with the batch: big batches draft only what is nearly certain.
+        """
+        if self.step_overhead <= 0.0 or rows <= 0:
+            return self.threshold
+        return max(self.threshold, rows / (rows + self.step_overhead))
 
     def to_dict(self) -> dict:
         return asdict(self)

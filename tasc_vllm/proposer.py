@@ -87,13 +87,13 @@ class TascProposer:
         self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0}
         self._stats_written = 0.0
 
-    def _params(self):
+    def _params(self, rows: int = 1):
         c = self.cfg
         t = self.table
         return (
             t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
             c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
-            c.threshold, self.vocab_size,
+            c.threshold_for(rows), self.vocab_size,
         )
 
     def _warm_up(self) -> None:
@@ -150,7 +150,7 @@ class TascProposer:
         rows_arr = np.asarray(rows, dtype=np.int64)
         lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
         draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
-                    *self._params(), self._out, self._out_len)
+                    *self._params(n), self._out, self._out_len)
         out, out_len = self._out, self._out_len
         for j, r in enumerate(rows):
             L = int(out_len[j])

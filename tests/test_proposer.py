@@ -170,3 +170,22 @@ def test_plugin_register_never_fails():
 
     register()
     register()
+
+
+def test_threshold_rises_with_the_batch_under_a_step_overhead(index_path, tokenizer, isolated_cache):
+    cfg = TascConfig(index="x", threshold=0.1, step_overhead=2.0)
+    assert cfg.threshold_for(1) == pytest.approx(1 / 3)
+    assert cfg.threshold_for(16) == pytest.approx(16 / 18)
+    assert TascConfig(threshold=0.1, step_overhead=0.0).threshold_for(64) == 0.1  # off
+    assert TascConfig(threshold=0.5, step_overhead=100.0).threshold_for(1) == 0.5  # never below the floor
+    with pytest.raises(TascError, match="step_overhead must be >= 0"):
+        load_config({"TASC_STEP_OVERHEAD": "-1"})
+    # the same row drafts no more (and here less) when it shares the step with many others
+    text = '{"AddressNumber": "12", "StreetName": "Oak", "Street'
+    alone = make(index_path, tokenizer, step_overhead=2.0)
+    tok1, n1 = rows(tokenizer, [text])
+    tok8, n8 = rows(tokenizer, [text] * 8)
+    (d1,) = alone.propose([[1]], n1, tok1)
+    d8 = alone.propose([[1]] * 8, n8, tok8)
+    assert all(len(d) <= len(d1) for d in d8)
+    assert sum(map(len, d8)) < 8 * len(d1)

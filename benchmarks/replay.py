@@ -1,0 +1,123 @@
+"""Replay TASC-spec's drafting over recorded greedy outputs, without an engine.
+
+    python -m benchmarks.replay [--task usaddress] [--prompts 64] [--set threshold=0.1,0.3 ...]
+
+Greedy verification accepts a draft's longest prefix that equals the model's own
+continuation, so with the model's greedy outputs recorded once (one plain vLLM run, cached in
+``benchmarks/results/replay-greedy-<task>.json``), every proposer setting can be scored in
+seconds: steps, drafted and accepted tokens per request, exactly as an engine would see them
+at batch 1.  A step's cost is modelled as ``overhead + verified tokens`` (``--overhead``, in
+units of one verified token); the engine benchmarks remain the measure of record, this only
+ranks settings before spending engine time on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+
+from benchmarks.run import RESULTS
+
+
+def greedy_outputs(task_name: str, prompts: int, model: str, tokenizer, dtype: str) -> dict:
+    from tasc_vllm.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.tasks import get_task
+
+    path = RESULTS / f"replay-greedy-{task_name}.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data["prompts"] >= prompts and data["dtype"] == dtype:
+            return data
+    task = get_task(task_name)
+    test = task.load("test")[:prompts]
+    ids = render_prompts(tokenizer, [e.messages for e in test])
+    run = run_in_subprocess({"model": model, "dtype": dtype, "method": "none", "batch_size": 16, "progress": True,
+                             "prompt_token_ids": ids, "max_tokens": [task.max_tokens] * len(ids)},
+                            log_path=RESULTS / f"replay-{task_name}-engines.log")
+    data = {"task": task_name, "dtype": dtype, "prompts": len(ids), "prompt_ids": ids, "output_ids": run["token_ids"]}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -> dict:
+    """Steps, drafted and accepted tokens when ``proposer`` drafts for each request alone."""
+    steps = drafted = accepted = 0
+    for prompt, out in zip(prompt_ids, output_ids):
+        seq = np.asarray(prompt + out, dtype=np.int32)
+        buf = np.zeros((1, seq.size + proposer.k + 2), dtype=np.int32)
+        buf[0, : seq.size] = seq
+        n = len(prompt) + 1  # the first output token comes from prefill
+        steps += 1
+        while n < seq.size:
+            (draft,) = proposer.propose([[int(seq[n - 1])]], np.array([n], dtype=np.int32), buf)
+            a = 0
+            while a < len(draft) and n + a < seq.size and draft[a] == seq[n + a]:
+                a += 1
+            drafted += len(draft)
+            accepted += a
+            n += a + 1
+            steps += 1
+    return {"steps": steps, "drafted": drafted, "accepted": accepted,
+            "tokens": sum(map(len, output_ids))}
+
+
+def modelled_speedup(r: dict, overhead: float) -> float:
+    base = r["tokens"] * (overhead + 1)
+    spec = r["steps"] * (overhead + 1) + r["drafted"]
+    return base / spec
+
+
+def main(argv=None) -> int:
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.config import load_config
+    from tasc_vllm.demo import prepare_task_index
+    from tasc_vllm.models import materialize
+    from tasc_vllm.proposer import TascProposer
+    from tasc_vllm.tasks import get_task
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="usaddress")
+    p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--overhead", type=float, default=2.0, help="a step's fixed cost in verified tokens")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
+                   help="TASC setting values to try (grid over all --set); e.g. threshold=0.1,0.3")
+    args = p.parse_args(argv)
+    model = str(materialize())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    data = greedy_outputs(args.task, args.prompts, model, tokenizer, args.dtype)
+    prompts, outputs = data["prompt_ids"][: args.prompts], data["output_ids"][: args.prompts]
+    folder = RESULTS / "replay-work"
+    folder.mkdir(exist_ok=True)
+    index = prepare_task_index(get_task(args.task), tokenizer, folder, 8)
+    base_cfg = replace(load_config(), index=str(index))
+    grid = {}
+    for item in args.set:
+        name, _, values = item.partition("=")
+        grid[name] = [type(getattr(base_cfg, name))(v) for v in values.split(",")]
+    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=args.k),
+                           model_config=SimpleNamespace(max_model_len=8192, get_vocab_size=lambda: len(tokenizer)),
+                           scheduler_config=SimpleNamespace(max_num_seqs=1))
+    print(f"{args.task}: {len(prompts)} prompts, {sum(map(len, outputs))} greedy output tokens, k={args.k}")
+    print("setting | steps | drafted | accepted | accepted/drafted | mean accepted length | modelled speed-up")
+    for combo in itertools.product(*grid.values()) if grid else [()]:
+        cfg = replace(base_cfg, **dict(zip(grid, combo)))
+        proposer = TascProposer(vcfg, tokenizer=tokenizer, config=cfg)
+        r = replay(proposer, prompts, outputs)
+        label = ", ".join(f"{k}={v}" for k, v in zip(grid, combo)) or "defaults"
+        drafts_acc = r["accepted"] / max(1, r["drafted"])
+        print(f"{label} | {r['steps']} | {r['drafted']} | {r['accepted']} | {drafts_acc:.2f} | "
+              f"{r['tokens'] / r['steps']:.2f} | {modelled_speedup(r, args.overhead):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

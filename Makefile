@@ -1,6 +1,8 @@
 # make demo  - set up .venv and run the TASC demo on the default model and task
 # make test  - set up .venv and run the test suite
-# make bench - full benchmark suite (make bench-quick for a short run)
+# make bench - full benchmark suite: speculation methods, then TASC-ft (make bench-quick for a short run)
+# make bench-ft - TASC-ft against its --no-enrich fine-tune (builds both: about an hour)
+# make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
 
 PYTHON ?= python3
@@ -12,7 +14,7 @@ SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
 
-.PHONY: install demo test bench bench-quick clean-venv
+.PHONY: install demo test bench bench-quick bench-ft bench-load clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +42,16 @@ test: install
 
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run
+	$(RUN) $(PY) -m benchmarks.ft
 
 bench-quick: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --quick
+
+bench-ft: install
+	$(RUN) $(PY) -m benchmarks.ft
+
+bench-load: install
+	$(RUN) $(PY) -m benchmarks.serve_load
 
 clean-venv:
 	rm -rf $(VENV)

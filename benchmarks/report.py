@@ -54,6 +54,73 @@ def _plots(res: dict) -> list[str]:
     return files
 
 
+def _ft_plot(res: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{r['model']}\n{'+ TASC-spec' if r['method'] == 'tasc' else 'plain'}" for r in res["speed"]]
+    values = [r["speedup_requests"] for r in res["speed"]]
+    a1.bar(labels, values, color=["C0" if r["method"] == "none" else "C1" for r in res["speed"]])
+    for i, v in enumerate(values):
+        a1.text(i, v, f"{v:.2f}x", ha="center", va="bottom")
+    a1.axhline(1.0, color="grey", lw=0.8)
+    a1.set_ylabel("requests/s relative to the baseline fine-tune")
+    a1.set_title(f"{res['task']}: batch 1")
+    names = list(res["fine_tunes"])
+    toks = [res["fine_tunes"][n]["output_tokens_per_answer"] for n in names]
+    a2.bar(names, toks, color="C2")
+    for i, v in enumerate(toks):
+        a2.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    a2.set_ylabel("generated tokens per answer (test split)")
+    a2.set_title("output length in tokens")
+    fig.tight_layout()
+    out = RESULTS / f"{res['name']}.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out.name
+
+
+def _ft_section(file_name: str, res: dict) -> list[str]:
+    m, s = res["machine"], res["settings"]
+    ft = res["fine_tunes"]
+    lines = [
+        f"## TASC-ft: `{file_name}`",
+        "",
+        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {res['seconds'] / 60:.1f} min in all. "
+        f"Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "
+        "`tasc-ft` grew the vocabulary, `baseline-ft` is `--no-enrich`.",
+        "",
+        f"![{res['name']}](results/{_ft_plot(res)})",
+        "",
+        "| fine-tune | vocabulary | task score | generated tokens per answer | reference tokens per answer | characters per answer | test prompts |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, q in ft.items():
+        lines.append(
+            f"| {name} | {q['vocab_size']:,} (+{q['tokens_added']}) | {_f(q['task_score'], 3)} | "
+            f"{_f(q['output_tokens_per_answer'], 1)} | {_f(q['reference_tokens_per_answer'], 1)} | "
+            f"{_f(q['output_chars_per_answer'], 1)} | {q['num_prompts']} |"
+        )
+    lines += [
+        "",
+        f"Speed at batch 1 on {res['speed'][0]['num_requests']} test prompts, relative to `baseline-ft` without speculation:",
+        "",
+        "| fine-tune | speculation | requests/s | speed-up (req/s) | speed-up (chars/s) | mean accepted length | task score |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in res["speed"]:
+        sm = r.get("spec_metrics", {})
+        lines.append(
+            f"| {r['model']} | {'TASC-spec' if r['method'] == 'tasc' else 'none'} | {_f(r['requests_per_second'], 3)} | "
+            f"{_f(r['speedup_requests'])} | {_f(r['speedup_chars'])} | {_f(sm.get('mean_acceptance_length'))} | "
+            f"{_f(r['task_score'])} |"
+        )
+    return lines + [""]
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmark results",
@@ -66,6 +133,9 @@ def write_report() -> Path:
     ]
     for path in sorted(RESULTS.glob("*.json")):
         res = json.loads(path.read_text())
+        if res.get("kind") == "tasc-ft":
+            lines += _ft_section(path.name, res)
+            continue
         if "tasks" not in res:
             continue  # scaling.json: below
         m = res["machine"]

@@ -1,0 +1,152 @@
+"""TASC-ft against its ``--no-enrich`` baseline fine-tune, with and without TASC-spec.
+
+    python -m benchmarks.ft [--task usaddress] [--enriched DIR --baseline DIR] [--prompts 24]
+
+Without ``--enriched``/``--baseline`` both checkpoints are built first with ``tools.enrich``
+(same data, steps and seed; they are cached under ``~/.cache/tasc-vllm/ft/``).  Then, in one
+invocation:
+
+- quality on the whole test split for both fine-tunes (greedy, batch 32): task score, output
+  tokens and characters per answer;
+- speed at batch 1 on ``--prompts`` test prompts: baseline fine-tune, enriched fine-tune,
+  each without and with TASC-spec (the index of the train outputs, tokenized at engine
+  start with each model's own tokenizer).  Requests/s is the headline: the vocabularies
+  differ, so tokens/s is not comparable across them.
+
+Writes ``benchmarks/results/ft-<task>.json`` and regenerates ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.run import RESULTS, machine
+
+
+def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
+    from tasc_vllm.paths import cache_dir
+    from tasc_vllm.tasks import export_jsonl
+
+    folder = cache_dir("ft", task_name)
+    train, test = folder / "train.jsonl", folder / "test.jsonl"
+    export_jsonl(task_name, "train", train)
+    export_jsonl(task_name, "test", test)
+    common = ["--data", str(train), "--check-data", str(test), "--rounds", str(args.rounds),
+              "--steps-per-round", str(args.steps_per_round), "--tokens-per-round", str(args.tokens_per_round)]
+    enriched, baseline = folder / "enriched", folder / "baseline"
+    for out, extra in ((enriched, []), (baseline, ["--no-enrich"])):
+        if not out.exists():
+            print(f"building {out} (tools.enrich {' '.join(extra) or 'with enrichment'})", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "tools.enrich", *common, "--out", str(out), *extra], check=True)
+    return enriched, baseline
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="usaddress")
+    p.add_argument("--enriched", default=None, help="TASC-ft checkpoint (default: build it)")
+    p.add_argument("--baseline", default=None, help="its --no-enrich fine-tune (default: build it)")
+    p.add_argument("--rounds", type=int, default=2, help="when building: enrichment rounds")
+    p.add_argument("--steps-per-round", type=int, default=150, help="when building: steps per round")
+    p.add_argument("--tokens-per-round", type=int, default=32, help="when building: new tokens per round")
+    p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
+    p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--dtype", default="bfloat16")
+    args = p.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.config import load_config
+    from tasc_vllm.demo import prepare_task_index
+    from tasc_vllm.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.tasks import get_task
+
+    task = get_task(args.task)
+    if bool(args.enriched) != bool(args.baseline):
+        p.error("give both --enriched and --baseline, or neither")
+    if args.enriched:
+        enriched, baseline = Path(args.enriched), Path(args.baseline)
+    else:
+        enriched, baseline = build_checkpoints(args.task, args)
+    models = {"baseline-ft": baseline, "tasc-ft": enriched}
+    ft_info = {name: json.loads((path / "tasc_ft.json").read_text()) for name, path in models.items()}
+    test = task.load("test")
+    quality_set = test[: args.quality_prompts] if args.quality_prompts else test
+    speed_set = test[: args.prompts]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / f"ft-{args.task}-engines.log"
+    log.write_text("")
+    cfg = load_config()
+    t0 = time.time()
+    out = {"name": f"ft-{args.task}", "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
+           "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
+           "task": args.task, "fine_tunes": {}, "speed": []}
+    with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=2 + 4, unit="run") as bar:
+        for name, path in models.items():
+            tok = AutoTokenizer.from_pretrained(path)
+            system = ft_info[name]["settings"].get("system")
+
+            def messages(exs, system=system):  # the chat format the fine-tune was trained on
+                head = [{"role": "system", "content": system}] if system else []
+                return [head + [{"role": "user", "content": e.prompt}] for e in exs]
+
+            index = prepare_task_index(task, tok, Path(d), cfg.max_order, cfg.min_count)
+            bar.set_description(f"{name}: quality on {len(quality_set)} test prompts")
+            q = run_in_subprocess({
+                "model": str(path), "dtype": args.dtype, "method": "none", "batch_size": 32, "progress": False,
+                "prompt_token_ids": render_prompts(tok, messages(quality_set)),
+                "max_tokens": [task.max_tokens] * len(quality_set),
+            }, log_path=log)
+            bar.update(1)
+            out["fine_tunes"][name] = {
+                "path": str(path),
+                "vocab_size": ft_info[name]["vocab_size"],
+                "tokens_added": len(ft_info[name]["tokens_added"]),
+                "training_steps": ft_info[name]["total_steps"],
+                "task_score": sum(task.score(e, t) for e, t in zip(quality_set, q["texts"])) / len(quality_set),
+                "output_tokens_per_answer": q["output_tokens"] / len(quality_set),
+                "output_chars_per_answer": q["output_chars"] / len(quality_set),
+                "reference_tokens_per_answer": sum(
+                    len(tok.encode(e.reference, add_special_tokens=False)) for e in quality_set) / len(quality_set),
+                "num_prompts": len(quality_set),
+            }
+            prompts = render_prompts(tok, messages(speed_set))
+            for method in ("none", "tasc"):
+                bar.set_description(f"{name}: batch 1, {method}")
+                spec = {"model": str(path), "dtype": args.dtype, "method": method, "batch_size": 1,
+                        "num_speculative_tokens": args.k, "progress": False, "prompt_token_ids": prompts,
+                        "max_tokens": [task.max_tokens] * len(prompts),
+                        "warmup_prompt_token_ids": render_prompts(tok, [[{"role": "user", "content": "Say hello."}]])[0]}
+                if method == "tasc":
+                    spec["env"] = {"TASC_INDEX": str(index)}
+                r = run_in_subprocess(spec, log_path=log)
+                r["model"] = name
+                r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
+                r.pop("token_ids", None)
+                out["speed"].append(r)
+                bar.update(1)
+    base = next(r for r in out["speed"] if r["model"] == "baseline-ft" and r["method"] == "none")
+    for r in out["speed"]:
+        r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]
+        r["speedup_chars"] = r["chars_per_second"] / base["chars_per_second"]
+    out["seconds"] = time.time() - t0
+    path = RESULTS / f"ft-{args.task}.json"
+    path.write_text(json.dumps(out, indent=1))
+    from benchmarks.report import write_report
+
+    write_report()
+    print(f"wrote {path} in {out['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -156,8 +156,8 @@ def _mean_tokens(tokenizer, texts) -> float:
 
 
 def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base_lengths, progress: bool):
-    """Grow the vocabulary (unless --no-enrich) and fine-tune; returns the round record or
-    None when the vocabulary would grow by less than --min-saving (the run stops)."""
+    """Grow the vocabulary (unless --no-enrich) and fine-tune.  Returns ``(record, model)``,
+    with ``model`` None when the round would save less than --min-saving (the run stops)."""
     from tqdm.auto import tqdm
 
     from tools.finetune import encode_samples

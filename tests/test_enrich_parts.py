@@ -16,7 +16,7 @@ from tools.vocab_extend import (
     grow_embeddings,
     pad_vocabulary,
 )
-from tools.vocab_mining import _non_overlapping, mine
+from tools.vocab_mining import _non_overlapping, keeps_words_whole, mine
 
 # --------------------------------------------------------------------------- data
 
@@ -86,6 +86,15 @@ def test_mine_never_crosses_texts_or_excluded_ids_and_skips_rejected_text():
     assert picks == []
     # a decode that splits a character is never picked
     assert mine([[1, 2], [1, 2]], 3, lambda ids: "\ufffd") == []
+
+
+def test_keeps_words_whole_rejects_picks_that_cut_words_or_numbers():
+    accept = keeps_words_whole('{"AddressNumber": "1600", "StreetNamePostType": "Ave"}\n{"AddressNumber": "12"}')
+    assert accept('{"AddressNumber": "') and accept('", "StreetNamePostType": "') and accept('"}')
+    assert not accept('{"AddressNumber": "1')  # cuts 1600
+    assert not accept('", "StreetName')  # cuts StreetNamePostType
+    assert not accept("00")
+    assert accept("never seen")
 
 
 def test_non_overlapping_counts_self_overlap_once():

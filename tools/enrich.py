@@ -45,6 +45,7 @@ class Settings:
     max_ngram: int
     min_count: int
     min_saving: float
+    whole_words: bool
     steps_per_round: int
     batch_size: int
     lr: float
@@ -163,7 +164,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
     from tools.finetune import encode_samples
     from tools.finetune import train as train_model
     from tools.vocab_extend import add_checked_tokens, grow_embeddings
-    from tools.vocab_mining import mine
+    from tools.vocab_mining import keeps_words_whole, mine
 
     outputs = [e.output for e in train]
     record: dict = {"round": r, "tokens_before": _mean_tokens(tokenizer, outputs)}
@@ -177,6 +178,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
                 seqs, settings.tokens_per_round, tokenizer.decode, max_n=settings.max_ngram,
                 min_count=settings.min_count, excluded=set(tokenizer.all_special_ids),
                 progress=lambda n: bar.update(n - bar.n),
+                accept=keeps_words_whole("\n".join(outputs)) if settings.whole_words else (lambda text: True),
             )
         before = copy.deepcopy(tokenizer)
         added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks], checks, base_lengths)
@@ -361,7 +363,7 @@ def enrich(args) -> Path:
         model=model_dir, data=str(Path(args.data).absolute()), data_sha256=file_sha256(args.data),
         check_data=tuple(file_sha256(p) for p in args.check_data), system=args.system, enrich=args.enrich,
         tokens_per_round=args.tokens_per_round, max_ngram=args.max_ngram, min_count=args.min_count,
-        min_saving=args.min_saving, steps_per_round=args.steps_per_round, batch_size=args.batch_size,
+        min_saving=args.min_saving, whole_words=args.whole_words, steps_per_round=args.steps_per_round, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, max_len=args.max_len,
     )
     base_tok = AutoTokenizer.from_pretrained(model_dir)
@@ -444,6 +446,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-count", type=int, default=2, help="occurrences an n-gram needs to be a candidate (default 2)")
     p.add_argument("--min-saving", type=float, default=0.02,
                    help="stop once a round would cut output tokens by less than this fraction (default 0.02)")
+    p.add_argument("--whole-words", action="store_true",
+                   help="never pick an n-gram that cuts a word or number in two anywhere in the outputs")
     p.add_argument("--steps-per-round", type=int, default=150, help="fine-tuning steps per round (default 150)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")

@@ -82,6 +82,28 @@ def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_c
     return best
 
 
+def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
+    """An ``accept`` rule for :func:`mine`: a pick may not cut a run of letters or digits
+    in two anywhere in ``corpus_text`` (e.g. ``'{"AddressNumber": "1'`` before ``"600"``,
+    or ``'", "Occupancy'`` before ``"Type"``), so no token forces an odd split of a value
+    or a word onto the model."""
+
+    def accept(text: str) -> bool:
+        start = 0
+        while True:
+            i = corpus_text.find(text, start)
+            if i < 0:
+                return True
+            j = i + len(text)
+            if (text[0].isalnum() and i > 0 and corpus_text[i - 1].isalnum()) or (
+                text[-1].isalnum() and j < len(corpus_text) and corpus_text[j].isalnum()
+            ):
+                return False
+            start = i + 1
+
+    return accept
+
+
 def mine(
     sequences: Sequence[Sequence[int]],
     num_tokens: int,

@@ -384,7 +384,11 @@ def enrich(args) -> Path:
     base_lengths = encode_lengths(base_tok, check_texts)
     r = len(finished) + 1
     while not stopped and r <= args.rounds:
-        record, model_out = _run_round(r, settings, model, tokenizer, train, check_texts, base_lengths, progress)
+        try:
+            record, model_out = _run_round(r, settings, model, tokenizer, train, check_texts, base_lengths, progress)
+        except KeyboardInterrupt:
+            print(f"interrupted in round {r}; run the same command again to resume after round {r - 1}", file=sys.stderr)
+            raise
         if model_out is None:
             (work / "stopped.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             records.append(record)
@@ -430,12 +434,6 @@ def enrich(args) -> Path:
     return out
 
 
-def build_parser(prog: str = "python -m tools.enrich") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return p
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or known name (default: the embedded default model)")
     p.add_argument("--data", required=True, help="training JSONL: 'prompt' and 'output' fields, or chat 'messages'")
@@ -462,17 +460,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m tools.enrich") -> int:
-    args = build_parser(prog).parse_args(argv)
-    try:
-        enrich(args)
-    except TascError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume after the last finished round", file=sys.stderr)
-        return 130
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.enrich ARGS`` is ``tasc-vllm enrich ARGS``."""
+    from tasc_vllm.cli import main as cli_main
+
+    return cli_main(["enrich", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

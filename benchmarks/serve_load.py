@@ -155,6 +155,7 @@ def run_load(base: str, model: str, reqs: list[dict], concurrency: int, progress
 def compare_with_plain(model: str, reqs: list[dict], results: dict, folder: Path, max_model_len: int) -> dict:
     plain = run_in_subprocess({
         "model": model, "dtype": "float32", "method": "none", "batch_size": 8, "progress": False,
+        "gpu_memory_utilization": 0.15,  # the server beside it holds its own share of memory
         "max_model_len": max_model_len, "prompt_token_ids": [r["prompt"] for r in reqs],
         "max_tokens": [r["max_tokens"] for r in reqs],
     }, log_path=folder / "plain.log")

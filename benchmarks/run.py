@@ -45,7 +45,8 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "packages": versions}
 
 
-def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> dict:
+def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dict]:
+    """One engine for ``method`` over ``common["batch_sizes"]``: one result per batch size."""
     from tasc_vllm.runner import run_in_subprocess
 
     spec = dict(common)
@@ -56,7 +57,7 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> dict:
             spec["train_max_tokens"] = task_ctx["max_tokens"]
     elif method in ("tasc", "tasc-self"):
         spec["method"] = "tasc"
-        stats = Path(task_ctx["dir"]) / f"tasc-stats-{common['batch_size']}.json"
+        stats = Path(task_ctx["dir"]) / f"tasc-stats-{method}.json"
         stats.unlink(missing_ok=True)
         index = task_ctx["index"] if method == "tasc" else task_ctx["self_index"]
         spec["env"] = {"TASC_INDEX": index, "TASC_STATS_PATH": str(stats)}
@@ -65,17 +66,19 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> dict:
         spec["env"] = {"TASC_ORACLE_FILE": task_ctx["oracle"]}
     else:
         spec["method"] = method
-    result = run_in_subprocess(spec, log_path=log)
-    if method in ("tasc", "tasc-self"):
-        stats = Path(spec["env"]["TASC_STATS_PATH"])
-        if stats.exists():
-            s = json.loads(stats.read_text())
-            result["proposer"] = s
-            if s.get("calls"):
-                result["proposer_ms_per_step"] = 1000 * s["seconds"] / s["calls"]
-                result["proposer_share_of_time"] = s["seconds"] / result["seconds"]
-    result["method"] = method
-    return result
+    runs = run_in_subprocess(spec, log_path=log)["runs"]
+    for r in runs:
+        r["method"] = method
+    return runs
+
+
+# suffix decoding learns from every output it sees, so it gets a fresh engine per batch size;
+# every other method keeps no state between requests and measures all batch sizes in one engine
+STATEFUL = ("suffix-cold", "suffix-warm")
+
+
+def methods_order(methods: list[str]) -> list[str]:
+    return ["none"] + [m for m in methods if m != "none"]
 
 
 def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
@@ -110,34 +113,41 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
                                  source=f"{task_name}:train model outputs", field="output")
         load_tokenized(read_index(self_index), tokenizer, cfg.max_order, cfg.min_count)
         task_ctx["self_index"] = str(self_index)
-    runs = []
-    for batch in args.batches:
-        common = {
-            "model": model,
-            "dtype": args.dtype,
-            "prompt_token_ids": prompts,
-            "max_tokens": [task.max_tokens] * len(prompts),
-            "batch_size": batch,
-            "num_speculative_tokens": args.k,
-            "progress": False,
-            "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
-        }
-        base = None
-        for method in ["none"] + [m for m in args.methods if m != "none"]:
-            bar.set_description(f"{task_name} batch {batch}: {method}")
-            if method == "oracle":
-                oracle = workdir / f"oracle-{task_name}-{batch}.json"
-                oracle.write_text(json.dumps([[p, o] for p, o in zip(prompts, base["token_ids"])]))
-                task_ctx["oracle"] = str(oracle)
-            r = run_method(method, common, task_ctx, log)
-            if method == "none":
-                base = r
-            r["task_score"] = sum(task.score(e, t) for e, t in zip(test, r["texts"])) / len(test)
-            r["same_as_baseline"] = sum(a == b for a, b in zip(r["texts"], base["texts"]))
-            r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]
-            r["speedup_chars"] = r["chars_per_second"] / base["chars_per_second"]
-            runs.append(r)
-            bar.update(1)
+    common = {
+        "model": model,
+        "dtype": args.dtype,
+        "prompt_token_ids": prompts,
+        "max_tokens": [task.max_tokens] * len(prompts),
+        "batch_sizes": args.batches,
+        # every engine is built alike, whatever batch sizes it measures (suffix warms faster too)
+        "max_num_seqs": max(args.batches),
+        "num_speculative_tokens": args.k,
+        "progress": False,
+        "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
+    }
+    bar.set_description(f"{task_name}: none")
+    base_runs = run_method("none", common, task_ctx, log)
+    bar.update(len(base_runs))
+    base = {r["batch_size"]: r for r in base_runs}
+    # the oracle proposes the baseline's own continuation (at any batch size; they may differ in bf16)
+    oracle = workdir / f"oracle-{task_name}.json"
+    oracle.write_text(json.dumps([[p, o] for r in base_runs for p, o in zip(prompts, r["token_ids"])]))
+    task_ctx["oracle"] = str(oracle)
+    runs = list(base_runs)
+    for method in [m for m in args.methods if m != "none"]:
+        groups = [[b] for b in args.batches] if method in STATEFUL else [args.batches]
+        for batches in groups:
+            bar.set_description(f"{task_name}: {method}" + (f" batch {batches[0]}" if len(groups) > 1 else ""))
+            got = run_method(method, {**common, "batch_sizes": batches}, task_ctx, log)
+            runs += got
+            bar.update(len(got))
+    for r in runs:
+        b = base[r["batch_size"]]
+        r["task_score"] = sum(task.score(e, t) for e, t in zip(test, r["texts"])) / len(test)
+        r["same_as_baseline"] = sum(x == y for x, y in zip(r["texts"], b["texts"]))
+        r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]
+        r["speedup_chars"] = r["chars_per_second"] / b["chars_per_second"]
+    runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"])))
     return {"task": task_name, "num_prompts": len(test), "runs": runs}
 
 
@@ -173,8 +183,7 @@ def main(argv=None) -> int:
     name = args.name or ("quick" if args.quick else "full")
     log = RESULTS / f"{name}-engines.log"
     log.write_text("")
-    methods = ["none"] + [m for m in args.methods if m != "none"]
-    total = len(args.tasks) * len(args.batches) * len(methods)
+    total = len(args.tasks) * len(args.batches) * len(methods_order(args.methods))
     t0 = time.time()
     out = {
         "name": name,

@@ -1,4 +1,4 @@
-"""Run one offline vLLM measurement (one method, one batch size) in a fresh process.
+"""Run one offline vLLM measurement (one method; one or several batch sizes) in a fresh process.
 
 Each run gets its own process so engines never share memory or compiled state, and the
 caller can compare methods side by side in one invocation. Input and output are JSON:
@@ -8,6 +8,7 @@ caller can compare methods side by side in one invocation. Input and output are 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -57,8 +58,110 @@ def _spec_metrics(llm) -> dict:
     return out
 
 
+def _metric_delta(before: dict, after: dict) -> dict:
+    out = {}
+    for key, val in after.items():
+        prev = before.get(key)
+        if isinstance(val, int) and isinstance(prev, int):
+            out[key] = val - prev
+        elif isinstance(val, list) and isinstance(prev, list) and len(prev) == len(val) and all(isinstance(x, int) for x in val):
+            out[key] = [a - b for a, b in zip(val, prev)]
+        else:
+            out[key] = val
+    drafts = out.get("num_drafts", 0)
+    if isinstance(drafts, int) and drafts:
+        out["mean_acceptance_length"] = 1.0 + out.get("num_accepted_tokens", 0) / drafts
+        out["acceptance_per_position"] = [v / drafts for v in out.get("num_accepted_tokens_per_pos") or []]
+    return out
+
+
+_PHASES = itertools.count()
+
+
+def generate_at_concurrency(llm, inputs: list, params: list, concurrency: int, progress: bool = False) -> list:
+    """Generate every input with at most ``concurrency`` requests in flight, refilling a
+    slot as soon as a request finishes (what an engine with ``max_num_seqs=concurrency``
+    does with all of them queued). Outputs come back in input order."""
+    from tqdm import tqdm
+    from vllm.sampling_params import RequestOutputKind
+
+    phase = next(_PHASES)  # request ids stay unique across calls on one engine
+    order: dict[str, int] = {}
+    outputs: list = [None] * len(inputs)
+    nxt = 0
+
+    def add(n: int) -> None:
+        nonlocal nxt
+        for _ in range(n):
+            if nxt < len(inputs):
+                rid = f"tasc-{phase}-{nxt}"
+                params[nxt].output_kind = RequestOutputKind.FINAL_ONLY
+                llm.llm_engine.add_request(rid, inputs[nxt], params[nxt])
+                order[rid] = nxt
+                nxt += 1
+
+    add(concurrency)
+    with tqdm(total=len(inputs), desc=f"Processed prompts (concurrency {concurrency})", disable=not progress) as bar:
+        while llm.llm_engine.has_unfinished_requests():
+            finished = [o for o in llm.llm_engine.step() if o.finished]
+            for o in finished:
+                outputs[order.pop(o.request_id)] = o
+            bar.update(len(finished))
+            add(len(finished))
+    missing = [i for i, o in enumerate(outputs) if o is None]
+    if missing:
+        raise TascError(f"vLLM returned no output for {len(missing)} request(s), e.g. input {missing[0]}")
+    return outputs
+
+
+def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) -> dict:
+    before = _spec_metrics(llm)
+    t1 = time.perf_counter()
+    outputs = generate_at_concurrency(llm, inputs, params, concurrency, progress)
+    seconds = time.perf_counter() - t1
+    texts = [o.outputs[0].text for o in outputs]
+    token_ids = [list(o.outputs[0].token_ids) for o in outputs]
+    n_tokens = sum(len(t) for t in token_ids)
+    n_chars = sum(len(t) for t in texts)
+    return {
+        "batch_size": concurrency,
+        "seconds": seconds,
+        "num_requests": len(outputs),
+        "output_tokens": n_tokens,
+        "output_chars": n_chars,
+        "tokens_per_second": n_tokens / seconds,
+        "requests_per_second": len(outputs) / seconds,
+        "chars_per_second": n_chars / seconds,
+        "spec_metrics": _metric_delta(before, _spec_metrics(llm)),
+        "texts": texts,
+        "token_ids": token_ids,
+    }
+
+
+def _proposer_stats(llm, path: str | None, flush_prompt) -> dict | None:
+    """The proposer's stats file, up to date: it is written from inside ``propose`` at most
+    once a second, so wait that long and make one short request that calls it again."""
+    if not path:
+        return None
+    from vllm import SamplingParams
+
+    time.sleep(1.1)
+    llm.generate([flush_prompt], SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run(spec: dict) -> dict:
-    """Execute one measurement in this process (must be a fresh one)."""
+    """Execute one measurement in this process (must be a fresh one).
+
+    With ``batch_sizes`` (a list), one engine (``max_num_seqs``: the spec's, else the
+    largest batch size) measures each concurrency in turn and the result holds a list ``runs``; otherwise ``batch_size``
+    sets ``max_num_seqs`` and the result is that one run. Only methods that keep no state
+    between requests may share an engine across batch sizes (``suffix`` learns from every
+    output, so a second pass over the same prompts would be unfair).
+    """
     for k, v in (spec.get("env") or {}).items():
         os.environ[k] = str(v)
     from vllm import LLM, SamplingParams
@@ -66,12 +169,15 @@ def run(spec: dict) -> dict:
 
     method = spec.get("method", "none")
     k = int(spec.get("num_speculative_tokens", 8))
+    batch_sizes = [int(b) for b in spec.get("batch_sizes") or [spec.get("batch_size", 1)]]
+    if method == "suffix" and len(batch_sizes) > 1:
+        raise TascError("suffix decoding learns from every output: give it one batch size per engine")
     t0 = time.perf_counter()
     llm = LLM(
         model=spec["model"],
         dtype=spec.get("dtype", "bfloat16"),
         max_model_len=int(spec.get("max_model_len", 2048)),
-        max_num_seqs=int(spec.get("batch_size", 1)),
+        max_num_seqs=int(spec.get("max_num_seqs") or max(batch_sizes)),
         gpu_memory_utilization=float(spec.get("gpu_memory_utilization", 0.3)),
         enforce_eager=bool(spec.get("enforce_eager", True)),
         speculative_config=speculative_config(method, k),
@@ -89,6 +195,7 @@ def run(spec: dict) -> dict:
         for i, (t, mt) in enumerate(zip(temperatures, max_tokens))
     ]
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+    progress = bool(spec.get("progress", True))
     # warm-up on a prompt of its own (a test prompt here would seed suffix decoding's cache)
     warm_ids = spec.get("warmup_prompt_token_ids")
     if warm_ids:
@@ -98,45 +205,27 @@ def run(spec: dict) -> dict:
     if train_ids:
         llm.generate([TokensPrompt(prompt_token_ids=p) for p in train_ids],
                      SamplingParams(temperature=0.0, max_tokens=int(spec.get("train_max_tokens", 256))),
-                     use_tqdm=bool(spec.get("progress", True)))
-    metrics_before = _spec_metrics(llm)
-    t1 = time.perf_counter()
-    outputs = llm.generate(inputs, params, use_tqdm=bool(spec.get("progress", True)))
-    seconds = time.perf_counter() - t1
-    metrics_after = _spec_metrics(llm)
-    spec_metrics = {}
-    for key, val in metrics_after.items():
-        before = metrics_before.get(key)
-        if isinstance(val, int) and isinstance(before, int):
-            spec_metrics[key] = val - before
-        elif isinstance(val, list) and isinstance(before, list) and len(before) == len(val) and all(isinstance(x, int) for x in val):
-            spec_metrics[key] = [a - b for a, b in zip(val, before)]
-        else:
-            spec_metrics[key] = val
-    drafts = spec_metrics.get("num_drafts", 0)
-    if isinstance(drafts, int) and drafts:
-        spec_metrics["mean_acceptance_length"] = 1.0 + spec_metrics.get("num_accepted_tokens", 0) / drafts
-        per_pos = spec_metrics.get("num_accepted_tokens_per_pos") or []
-        spec_metrics["acceptance_per_position"] = [v / drafts for v in per_pos]
-    texts = [o.outputs[0].text for o in outputs]
-    token_ids = [list(o.outputs[0].token_ids) for o in outputs]
-    n_tokens = sum(len(t) for t in token_ids)
-    return {
-        "method": method,
-        "batch_size": int(spec.get("batch_size", 1)),
-        "num_speculative_tokens": k if method != "none" else 0,
-        "engine_start_seconds": start_seconds,
-        "seconds": seconds,
-        "num_requests": len(outputs),
-        "output_tokens": n_tokens,
-        "output_chars": sum(len(t) for t in texts),
-        "tokens_per_second": n_tokens / seconds,
-        "requests_per_second": len(outputs) / seconds,
-        "chars_per_second": sum(len(t) for t in texts) / seconds,
-        "spec_metrics": spec_metrics,
-        "texts": texts,
-        "token_ids": token_ids,
-    }
+                     use_tqdm=progress)
+    stats_path = os.environ.get("TASC_STATS_PATH")
+    flush_prompt = TokensPrompt(prompt_token_ids=warm_ids or prompts[0])
+    runs = []
+    stats_after = _proposer_stats(llm, stats_path, flush_prompt)
+    for batch in batch_sizes:
+        stats_before = stats_after
+        r = _measure(llm, inputs, params, batch, progress)
+        stats_after = _proposer_stats(llm, stats_path, flush_prompt)
+        if stats_after and stats_after.get("calls"):
+            calls = stats_after["calls"] - (stats_before or {}).get("calls", 0)
+            secs = stats_after["seconds"] - (stats_before or {}).get("seconds", 0.0)
+            r["proposer"] = {"calls": calls, "seconds": secs}
+            if calls > 0:
+                r["proposer_ms_per_step"] = 1000 * secs / calls
+                r["proposer_share_of_time"] = secs / r["seconds"]
+        r.update(method=method, num_speculative_tokens=k if method != "none" else 0, engine_start_seconds=start_seconds)
+        runs.append(r)
+    if spec.get("batch_sizes"):
+        return {"method": method, "engine_start_seconds": start_seconds, "runs": runs}
+    return runs[0]
 
 
 def _tee_progress(stream, log, show: bool) -> None:

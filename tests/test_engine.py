@@ -40,16 +40,23 @@ def baseline(workload):
 
 
 def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
-    run = run_in_subprocess(
-        {**workload["spec"], "method": "tasc", "env": {"TASC_INDEX": workload["index"]}},
+    # one engine measures batch 1 and then batch 4 (the benchmarks share engines this way)
+    out = run_in_subprocess(
+        {**workload["spec"], "method": "tasc", "batch_sizes": [1, 4],
+         "env": {"TASC_INDEX": workload["index"], "TASC_STATS_PATH": str(workload["dir"] / "stats.json")}},
         log_path=workload["dir"] / "tasc.log",
     )
-    assert run["texts"] == baseline["texts"]
-    assert run["token_ids"] == baseline["token_ids"]
-    sm = run["spec_metrics"]
-    assert sm["num_drafts"] > 0 and sm["num_accepted_tokens"] > 0
-    assert sm["mean_acceptance_length"] > 1.5, sm
-    assert all(len(t) > 0 for t in run["texts"])
+    assert [r["batch_size"] for r in out["runs"]] == [1, 4]
+    for run in out["runs"]:
+        assert run["texts"] == baseline["texts"]
+        assert run["token_ids"] == baseline["token_ids"]
+        sm = run["spec_metrics"]
+        assert sm["num_drafts"] > 0 and sm["num_accepted_tokens"] > 0
+        assert sm["mean_acceptance_length"] > 1.5, sm
+        assert all(len(t) > 0 for t in run["texts"])
+        # the proposer's own timing, per batch size: at least one call per generated token step
+        assert run["proposer"]["calls"] >= max(len(t) for t in run["token_ids"]) / (1 + workload["spec"]["num_speculative_tokens"])
+        assert 0 < run["proposer_share_of_time"] < 1
     log = (workload["dir"] / "tasc.log").read_text(errors="replace")
     assert "TASC index" in log and "loaded in" in log
 

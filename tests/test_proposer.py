@@ -189,3 +189,23 @@ def test_threshold_rises_with_the_batch_under_a_step_overhead(index_path, tokeni
     d8 = alone.propose([[1]] * 8, n8, tok8)
     assert all(len(d) <= len(d1) for d in d8)
     assert sum(map(len, d8)) < 8 * len(d1)
+
+
+def test_oracle_follows_whichever_known_continuation_the_output_agrees_with(tmp_path, monkeypatch):
+    from tasc_vllm.oracle import OracleProposer
+
+    prompt = [5, 6, 7]
+    pairs = [[prompt, [1, 2, 3, 4, 5]], [prompt, [1, 2, 9, 9, 9]], [[8, 8], [4, 4]]]
+    (tmp_path / "oracle.json").write_text(__import__("json").dumps(pairs))
+    monkeypatch.setenv("TASC_ORACLE_FILE", str(tmp_path / "oracle.json"))
+    oracle = OracleProposer(vllm_config(k=2, max_model_len=10))
+    ctx = np.zeros((4, 10), dtype=np.int32)
+    ctx[0, :5] = prompt + [1, 2]          # both continuations agree so far
+    ctx[1, :6] = prompt + [1, 2, 9]       # only the second agrees
+    ctx[2, :5] = prompt + [7, 7]          # neither agrees: no draft
+    ctx[3, :7] = prompt + [1, 2, 3, 4]    # one known token left
+    drafts = oracle.propose([[2], [9], [7], [4]], np.array([5, 6, 5, 7]), ctx)
+    assert drafts[0] == [3, 4]
+    assert drafts[1] == [9, 9]
+    assert drafts[2] == []
+    assert drafts[3] == [5]

@@ -16,7 +16,7 @@ from tools.vocab_extend import (
     grow_embeddings,
     pad_vocabulary,
 )
-from tools.vocab_mining import _non_overlapping, keeps_words_whole, mine
+from tools.vocab_mining import _non_overlapping, all_of, keeps_words_whole, leaves_values_to_the_input, mine
 
 # --------------------------------------------------------------------------- data
 
@@ -95,6 +95,33 @@ def test_keeps_words_whole_rejects_picks_that_cut_words_or_numbers():
     assert not accept('", "StreetName')  # cuts StreetNamePostType
     assert not accept("00")
     assert accept("never seen")
+
+
+def test_leaves_values_to_the_input_rejects_picks_holding_words_of_their_own_prompt():
+    examples = [
+        ("111 West Monroe Street, Chicago, IL 60603",
+         '{"AddressNumber": "111", "StreetName": "Monroe", "PlaceName": "Chicago", "StateName": "IL"}'),
+        ("5 Elm St Springfield", '{"AddressNumber": "5", "StreetName": "Elm", "PlaceName": "Springfield"}'),
+    ]
+    accept = leaves_values_to_the_input(examples)
+    # keys and punctuation: no input holds them
+    assert accept('", "StreetName": "') and accept('{"AddressNumber": "') and accept('"}') and accept('", "')
+    # values copied from the prompt, alone or glued to keys; the match ignores case
+    assert not accept('Chicago", "StateName": "IL')
+    assert not accept('", "PlaceName": "Chicago')
+    assert accept("60603")  # in no output: no example to judge it by
+    assert not accept('Elm", "PlaceName": "')
+    rule = leaves_values_to_the_input([("monroe", '"Monroe"')])
+    assert not rule("Monroe")
+    assert not accept('"Springfield')
+    # a word in some other example's prompt only does not count
+    assert leaves_values_to_the_input([("Chicago", "x"), ("y", '"Springfield"')])('"Springfield"') is True
+
+
+def test_all_of_needs_every_rule():
+    assert all_of()("anything")
+    assert all_of(lambda t: True, lambda t: "a" in t)("abc")
+    assert not all_of(lambda t: True, lambda t: "a" in t)("xyz")
 
 
 def test_non_overlapping_counts_self_overlap_once():

@@ -46,6 +46,7 @@ class Settings:
     min_count: int
     min_saving: float
     whole_words: bool
+    structure_only: bool
     steps_per_round: int
     batch_size: int
     lr: float
@@ -156,6 +157,24 @@ def _mean_tokens(tokenizer, texts) -> float:
     return float(encode_lengths(tokenizer, texts).mean()) if texts else 0.0
 
 
+def _input_text(example) -> str:
+    """What the model reads for this answer: its last user turn."""
+    users = [m["content"] for m in example.messages if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def _accept_rule(settings: Settings, train):
+    """The mining filter the settings ask for (every pick passes when they ask for none)."""
+    from tools.vocab_mining import all_of, keeps_words_whole, leaves_values_to_the_input
+
+    rules = []
+    if settings.whole_words:
+        rules.append(keeps_words_whole("\n".join(e.output for e in train)))
+    if settings.structure_only:
+        rules.append(leaves_values_to_the_input([(_input_text(e), e.output) for e in train]))
+    return all_of(*rules)
+
+
 def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base_lengths, progress: bool):
     """Grow the vocabulary (unless --no-enrich) and fine-tune.  Returns ``(record, model)``,
     with ``model`` None when the round would save less than --min-saving (the run stops)."""
@@ -164,7 +183,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
     from tools.finetune import encode_samples
     from tools.finetune import train as train_model
     from tools.vocab_extend import add_checked_tokens, grow_embeddings
-    from tools.vocab_mining import keeps_words_whole, mine
+    from tools.vocab_mining import mine
 
     outputs = [e.output for e in train]
     record: dict = {"round": r, "tokens_before": _mean_tokens(tokenizer, outputs)}
@@ -178,7 +197,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
                 seqs, settings.tokens_per_round, tokenizer.decode, max_n=settings.max_ngram,
                 min_count=settings.min_count, excluded=set(tokenizer.all_special_ids),
                 progress=lambda n: bar.update(n - bar.n),
-                accept=keeps_words_whole("\n".join(outputs)) if settings.whole_words else (lambda text: True),
+                accept=_accept_rule(settings, train),
             )
         before = copy.deepcopy(tokenizer)
         added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks], checks, base_lengths)
@@ -363,7 +382,7 @@ def enrich(args) -> Path:
         model=model_dir, data=str(Path(args.data).absolute()), data_sha256=file_sha256(args.data),
         check_data=tuple(file_sha256(p) for p in args.check_data), system=args.system, enrich=args.enrich,
         tokens_per_round=args.tokens_per_round, max_ngram=args.max_ngram, min_count=args.min_count,
-        min_saving=args.min_saving, whole_words=args.whole_words, steps_per_round=args.steps_per_round, batch_size=args.batch_size,
+        min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only, steps_per_round=args.steps_per_round, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, max_len=args.max_len,
     )
     base_tok = AutoTokenizer.from_pretrained(model_dir)
@@ -446,6 +465,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop once a round would cut output tokens by less than this fraction (default 0.02)")
     p.add_argument("--whole-words", action="store_true",
                    help="never pick an n-gram that cuts a word or number in two anywhere in the outputs")
+    p.add_argument("--structure-only", action="store_true",
+                   help="never pick an n-gram holding a word that the example's own input holds "
+                        "(values the model should copy from the prompt stay out of the vocabulary)")
     p.add_argument("--steps-per-round", type=int, default=150, help="fine-tuning steps per round (default 150)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")

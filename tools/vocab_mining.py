@@ -104,6 +104,30 @@ def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
     return accept
 
 
+def leaves_values_to_the_input(examples: Sequence[tuple[str, str]]) -> Callable[[str], bool]:
+    """An ``accept`` rule for :func:`mine` over ``(input, output)`` pairs: a pick may not
+    hold a word (a run of letters or digits, any case) that the input of an example whose
+    output contains the pick also holds.  Such words are values the model copies from its
+    prompt (``"Chicago"``, ``"IL"``, ``"60603"``); a token that bakes them in next to a key
+    invites the model to write the frequent value instead of the one in front of it.  Keys,
+    punctuation and boilerplate, which no input contains, stay eligible."""
+    import re
+
+    word = re.compile(r"[^\W_]+")
+    pairs = [(frozenset(w.lower() for w in word.findall(i)), o) for i, o in examples]
+
+    def accept(text: str) -> bool:
+        words = {w.lower() for w in word.findall(text)}
+        return not words or not any(words & ins for ins, out in pairs if text in out)
+
+    return accept
+
+
+def all_of(*rules: Callable[[str], bool]) -> Callable[[str], bool]:
+    """An ``accept`` rule that holds when every one of ``rules`` does."""
+    return lambda text: all(rule(text) for rule in rules)
+
+
 def mine(
     sequences: Sequence[Sequence[int]],
     num_tokens: int,

@@ -112,6 +112,7 @@ def main(argv=None) -> int:
                 "vocab_size": ft_info[name]["vocab_size"],
                 "tokens_added": len(ft_info[name]["tokens_added"]),
                 "training_steps": ft_info[name]["total_steps"],
+                "enrich_settings": ft_info[name]["settings"],
                 "task_score": sum(task.score(e, t) for e, t in zip(quality_set, q["texts"])) / len(quality_set),
                 "output_tokens_per_answer": q["output_tokens"] / len(quality_set),
                 "output_chars_per_answer": q["output_chars"] / len(quality_set),

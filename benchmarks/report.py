@@ -91,7 +91,10 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
         "",
         f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {res['seconds'] / 60:.1f} min in all. "
         f"Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "
-        "`tasc-ft` grew the vocabulary, `baseline-ft` is `--no-enrich`.",
+        "`tasc-ft` grew the vocabulary, `baseline-ft` is `--no-enrich`. "
+        + ("Mining with `--whole-words`: no added token cuts a word or number in two."
+           if ft["tasc-ft"].get("enrich_settings", {}).get("whole_words")
+           else "Mining without `--whole-words`: added tokens may cut a word or number in two."),
         "",
         f"![{res['name']}](results/{_ft_plot(res)})",
         "",

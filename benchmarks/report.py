@@ -124,6 +124,25 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
     return lines + [""]
 
 
+def _ft_method_section(res: dict) -> list[str]:
+    s = res["settings"]
+    lines = [
+        "## TASC-ft: full fine-tuning or LoRA (`ft-method.json`, `python -m benchmarks.ft_method`)",
+        "",
+        f"One round of {res['tokens_added']} mined usaddress tokens, then {s['steps']} steps of batch {s['batch_size']} "
+        f"on the same batches; LoRA rank {s['rank']} on every linear layer with the new token rows trainable.",
+        "",
+        "| method | trainable parameters | peak lr | seconds per step | train loss, last quarter | held-out answer loss |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in res["methods"].items():
+        lines.append(
+            f"| {name} | {m['trainable_parameters']:,} | {m.get('lr', '-')} | {_f(m['seconds_per_step'])} | "
+            f"{_f(m['train_loss_last_quarter'], 3)} | {_f(m['held_out_loss'], 3)} |"
+        )
+    return lines + [""]
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmark results",
@@ -138,6 +157,9 @@ def write_report() -> Path:
         res = json.loads(path.read_text())
         if res.get("kind") == "tasc-ft":
             lines += _ft_section(path.name, res)
+            continue
+        if path.name == "ft-method.json":
+            lines += _ft_method_section(res)
             continue
         if "tasks" not in res:
             continue  # scaling.json: below

@@ -5,7 +5,8 @@ The outputs are token sequences under the current tokenizer.  One pick is the n-
 ``count * (n - 1)``; it is then merged into a single new symbol everywhere and the counts
 are taken again, so the next pick sees the corpus as the grown vocabulary would encode it
 (a later pick may contain an earlier one).  Counting is vectorised with numpy: a pick costs
-one ``np.unique`` per order over the corpus, never a Python loop over it.
+one ``np.unique`` per order over the corpus, never a Python loop over it; a candidate that
+``accept`` refuses costs no recount, since the counts change only when a pick is merged.
 """
 
 from __future__ import annotations
@@ -57,10 +58,9 @@ def _matches(flat: np.ndarray, gram: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.all(windows == gram, axis=1))
 
 
-def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_count: int):
-    """The n-gram of order ``n`` with the largest non-overlapping count, as (count, gram),
-    or None.  Overlapping counts (from one ``np.unique``) bound the exact ones from above,
-    so exact counts are taken only until no remaining candidate can beat the best."""
+def _count_order(flat: np.ndarray, n: int):
+    """Every n-gram of order ``n`` (no separator inside) with its overlapping count, most
+    frequent first, as ``(grams, counts)``; None when there is none."""
     if flat.size < n:
         return None
     windows = np.lib.stride_tricks.sliding_window_view(flat, n)
@@ -68,8 +68,21 @@ def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_c
     if not valid.any():
         return None
     grams, counts = np.unique(windows[valid], axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return grams[order], counts[order]
+
+
+def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_count: int, counted=None):
+    """The n-gram of order ``n`` with the largest non-overlapping count, as (count, gram),
+    or None.  Overlapping counts (``counted``, from :func:`_count_order` on this ``flat``)
+    bound the exact ones from above, so exact counts are taken only until no remaining
+    candidate can beat the best."""
+    counted = _count_order(flat, n) if counted is None else counted
+    if counted is None:
+        return None
+    grams, counts = counted
     best = None
-    for i in np.argsort(-counts, kind="stable"):
+    for i in range(counts.size):
         if counts[i] < min_count or (best is not None and counts[i] <= best[0]):
             break
         gram = tuple(int(x) for x in grams[i])
@@ -158,10 +171,13 @@ def mine(
             out.extend(expansion.get(t, (t,)))
         return tuple(out)
 
+    counted: dict[int, tuple | None] = {}  # order -> _count_order(flat, order), until flat changes
     while len(picks) < num_tokens:
         best = None
         for n in range(2, max_n + 1):
-            found = _best_of_order(flat, n, banned, min_count)
+            if n not in counted:
+                counted[n] = _count_order(flat, n)
+            found = _best_of_order(flat, n, banned, min_count, counted[n])
             if found is not None and (best is None or found[0] * (n - 1) > best[0]):
                 best = (found[0] * (n - 1), found[0], found[1])
         if best is None:
@@ -178,6 +194,7 @@ def mine(
             keep[starts + offset] = False
         flat[starts] = next_symbol
         flat = flat[keep]
+        counted.clear()
         expansion[next_symbol] = ids
         next_symbol += 1
         picks.append(Candidate(text=text, ids=ids, count=count, saving=saving))

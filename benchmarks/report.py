@@ -83,6 +83,13 @@ def _ft_plot(res: dict) -> str:
     return out.name
 
 
+def _mining_rule(settings: dict) -> str:
+    rules = [flag for flag, key in (("--whole-words", "whole_words"), ("--structure-only", "structure_only")) if settings.get(key)]
+    if not rules:
+        return "Mining with no filter: added tokens may cut a word or number in two, or hold values copied from the prompt."
+    return "Mining with " + " and ".join(f"`{r}`" for r in rules) + "."
+
+
 def _ft_section(file_name: str, res: dict) -> list[str]:
     m, s = res["machine"], res["settings"]
     ft = res["fine_tunes"]
@@ -92,9 +99,7 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
         f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {res['seconds'] / 60:.1f} min in all. "
         f"Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "
         "`tasc-ft` grew the vocabulary, `baseline-ft` is `--no-enrich`. "
-        + ("Mining with `--whole-words`: no added token cuts a word or number in two."
-           if ft["tasc-ft"].get("enrich_settings", {}).get("whole_words")
-           else "Mining without `--whole-words`: added tokens may cut a word or number in two."),
+        + _mining_rule(ft["tasc-ft"].get("enrich_settings", {})),
         "",
         f"![{res['name']}](results/{_ft_plot(res)})",
         "",

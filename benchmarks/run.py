@@ -192,15 +192,22 @@ def main(argv=None) -> int:
         "settings": {k: v for k, v in vars(args).items()},
         "tasks": [],
     }
+    path = RESULTS / f"{name}.json"
+
+    def save(complete: bool) -> None:
+        """Write what is measured so far: a long run cut short keeps its finished tasks."""
+        out["seconds"] = time.time() - t0
+        out["complete"] = complete
+        for t in out["tasks"]:
+            for r in t["runs"]:
+                r.pop("token_ids", None)
+        path.write_text(json.dumps(out, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="tasc-bench-") as d, tqdm(total=total, unit="run") as bar:
         for task_name in args.tasks:
             out["tasks"].append(bench_task(task_name, args, model, tokenizer, Path(d), log, bar))
-    out["seconds"] = time.time() - t0
-    for t in out["tasks"]:
-        for r in t["runs"]:
-            r.pop("token_ids", None)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(out, indent=1))
+            save(complete=False)
+    save(complete=True)
     from benchmarks.report import write_report
 
     write_report()

@@ -209,3 +209,22 @@ def test_oracle_follows_whichever_known_continuation_the_output_agrees_with(tmp_
     assert drafts[1] == [9, 9]
     assert drafts[2] == []
     assert drafts[3] == [5]
+
+
+def test_index_replaced_or_deleted_while_serving_changes_nothing(index_path, tokenizer, isolated_cache):
+    p = make(index_path, tokenizer)
+    prefix, _ = output_frame(tokenizer)
+    tok, n = rows(tokenizer, [tokenizer.decode(prefix) + '{"AddressNumber": "99", "StreetName'])
+    before = p.propose([[1]], n, tok)
+    assert before[0]
+    # overwritten in place with another corpus, then deleted, along with the tokenized cache
+    write_index(["something else entirely"] * 5, index_path)
+    for f in isolated_cache.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    assert p.propose([[1]], n, tok) == before
+    index_path.unlink()
+    for f in isolated_cache.rglob("*"):
+        if f.is_file():
+            f.unlink()
+    assert p.propose([[1]], n, tok) == before

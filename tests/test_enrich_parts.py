@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasc_vllm.errors import TascError
-from tools.finetune import batch_order, encode_samples, lr_at
+from tools.finetune import Sample, batch_order, encode_samples, lr_at, train
 from tools.ft_data import read_examples
 from tools.vocab_extend import (
     add_checked_tokens,
@@ -237,6 +237,48 @@ def test_lr_schedule_and_batch_order():
     flat = [i for b in order for i in b]
     assert sorted(flat[:10]) == list(range(10))  # the first epoch sees every example once
     assert batch_order(10, 7, 4, seed=3) == order and batch_order(10, 7, 4, seed=4) != order
+
+
+def _tiny_llama(tied: bool):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+    return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_new_rows_learn_at_a_scaled_rate_and_other_rows_as_before(tied):
+    import copy
+
+    from tools.finetune import embedding_matrices
+
+    first_new = 32
+    model = _tiny_llama(tied)
+    samples = [Sample([1, 2, 3], [33, 34, 5]), Sample([4, 5], [35, 6, 36])]
+    start = [w.detach().clone() for w in embedding_matrices(model)]
+    assert len(start) == (1 if tied else 2)
+    plain, scaled = copy.deepcopy(model), copy.deepcopy(model)
+    kw = {"steps": 1, "batch_size": 2, "lr": 1e-2, "seed": 0, "pad_id": 0, "progress": False,
+          "new_rows_from": first_new}
+    train(plain, samples, new_rows_lr_scale=1.0, **kw)
+    train(scaled, samples, new_rows_lr_scale=5.0, **kw)
+    for w0, wp, ws in zip(start, embedding_matrices(plain), embedding_matrices(scaled)):
+        step_plain, step_scaled = wp.detach() - w0, ws.detach() - w0
+        assert step_plain[first_new:].abs().max() > 0  # the new rows did move
+        # one step: the same gradients, the old rows take the same step, the new ones 5 times it
+        assert torch_allclose(step_scaled[:first_new], step_plain[:first_new])
+        assert torch_allclose(step_scaled[first_new:], 5.0 * step_plain[first_new:])
+    with pytest.raises(TascError, match="positive"):
+        train(copy.deepcopy(model), samples, new_rows_lr_scale=0.0, **kw)
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_encode_samples_frames_the_answer(fresh_tokenizer):

@@ -50,6 +50,7 @@ class Settings:
     steps_per_round: int
     batch_size: int
     lr: float
+    new_token_lr_scale: float
     seed: int
     max_len: int
 
@@ -75,6 +76,8 @@ def _check_args(args) -> None:
         raise TascError(f"--min-saving must be a fraction in [0, 1) (got {args.min_saving})")
     if not 0 < args.lr < 1:
         raise TascError(f"--lr must be in (0, 1) (got {args.lr})")
+    if not 0 < args.new_token_lr_scale <= 1000:
+        raise TascError(f"--new-token-lr-scale must be in (0, 1000] (got {args.new_token_lr_scale})")
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -175,7 +178,8 @@ def _accept_rule(settings: Settings, train):
     return all_of(*rules)
 
 
-def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base_lengths, progress: bool):
+def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base_lengths, first_new: int,
+               progress: bool):
     """Grow the vocabulary (unless --no-enrich) and fine-tune.  Returns ``(record, model)``,
     with ``model`` None when the round would save less than --min-saving (the run stops)."""
     from tqdm.auto import tqdm
@@ -224,6 +228,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
         model, samples, steps=settings.steps_per_round, batch_size=settings.batch_size, lr=settings.lr,
         seed=settings.seed + r, pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         desc=f"round {r}: training", progress=progress,
+        new_rows_from=first_new, new_rows_lr_scale=settings.new_token_lr_scale,
     )
     record.update(losses=losses, train_seconds=time.perf_counter() - t1, vocab_size=len(tokenizer))
     return record, model
@@ -382,8 +387,9 @@ def enrich(args) -> Path:
         model=model_dir, data=str(Path(args.data).absolute()), data_sha256=file_sha256(args.data),
         check_data=tuple(file_sha256(p) for p in args.check_data), system=args.system, enrich=args.enrich,
         tokens_per_round=args.tokens_per_round, max_ngram=args.max_ngram, min_count=args.min_count,
-        min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only, steps_per_round=args.steps_per_round, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, max_len=args.max_len,
+        min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only,
+        steps_per_round=args.steps_per_round, batch_size=args.batch_size,
+        lr=args.lr, new_token_lr_scale=args.new_token_lr_scale, seed=args.seed, max_len=args.max_len,
     )
     base_tok = AutoTokenizer.from_pretrained(model_dir)
     _check_growth(len(base_tok), args)
@@ -404,7 +410,8 @@ def enrich(args) -> Path:
     r = len(finished) + 1
     while not stopped and r <= args.rounds:
         try:
-            record, model_out = _run_round(r, settings, model, tokenizer, train, check_texts, base_lengths, progress)
+            record, model_out = _run_round(
+                r, settings, model, tokenizer, train, check_texts, base_lengths, len(base_tok), progress)
         except KeyboardInterrupt:
             print(f"interrupted in round {r}; run the same command again to resume after round {r - 1}", file=sys.stderr)
             raise
@@ -471,6 +478,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-round", type=int, default=150, help="fine-tuning steps per round (default 150)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--new-token-lr-scale", type=float, default=1.0,
+                   help="the added tokens' embedding rows learn at this many times --lr (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-len", type=int, default=512, help="longest training sequence in tokens (default 512)")
     p.add_argument("--system", default=None, help="system prompt to put before each 'prompt' (default: none)")

@@ -90,14 +90,54 @@ def answer_loss(model, ids, mask, target):
     return torch.nn.functional.cross_entropy(logits, target[where])
 
 
+def embedding_matrices(model) -> list:
+    """The input embedding matrix and, if it is a separate tensor, the output one."""
+    inp = model.get_input_embeddings().weight
+    out_layer = model.get_output_embeddings()
+    if out_layer is None or out_layer.weight.data_ptr() == inp.data_ptr():
+        return [inp]
+    return [inp, out_layer.weight]
+
+
+class RowStepScale:
+    """Multiplies the optimizer's step on the embedding rows from ``first_row`` on by ``scale``.
+
+    Adam normalises gradients, so scaling a gradient would not change the step: instead the
+    step just taken on those rows is stretched after ``opt.step()``.  The rows' effective
+    learning rate becomes ``scale`` times the rest of the model's, following the same schedule.
+    """
+
+    def __init__(self, model, first_row: int, scale: float):
+        self.rows = [w for w in embedding_matrices(model) if w.requires_grad and w.shape[0] > first_row]
+        self.first_row, self.scale = first_row, scale
+        self._before: list = []
+
+    def before_step(self) -> None:
+        self._before = [w.detach()[self.first_row :].clone() for w in self.rows]
+
+    def after_step(self) -> None:
+        for w, old in zip(self.rows, self._before):
+            new = w.detach()[self.first_row :]
+            new.copy_(old + self.scale * (new - old))
+
+
 def train(model, samples: Sequence[Sample], *, steps: int, batch_size: int, lr: float, seed: int,
-          pad_id: int, warmup: int | None = None, desc: str = "training", progress: bool = True) -> list[float]:
-    """Fine-tune ``model`` in place for ``steps`` AdamW steps; returns the loss of every step."""
+          pad_id: int, warmup: int | None = None, desc: str = "training", progress: bool = True,
+          new_rows_from: int | None = None, new_rows_lr_scale: float = 1.0) -> list[float]:
+    """Fine-tune ``model`` in place for ``steps`` AdamW steps; returns the loss of every step.
+
+    With ``new_rows_from``, the embedding rows from that id on (the tokens TASC-ft added)
+    learn at ``new_rows_lr_scale`` times the learning rate of the rest of the model.
+    """
     import torch
     from tqdm.auto import tqdm
 
     if not samples:
         raise TascError("no training samples")
+    if new_rows_lr_scale <= 0:
+        raise TascError(f"the new rows' learning-rate scale must be positive (got {new_rows_lr_scale})")
+    row_scale = (RowStepScale(model, new_rows_from, new_rows_lr_scale)
+                 if new_rows_from is not None and new_rows_lr_scale != 1.0 else None)
     torch.manual_seed(seed)
     warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -113,7 +153,11 @@ def train(model, samples: Sequence[Sample], *, steps: int, batch_size: int, lr: 
             raise TascError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if row_scale:
+            row_scale.before_step()
         opt.step()
+        if row_scale:
+            row_scale.after_step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.item()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")

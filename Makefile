@@ -1,6 +1,7 @@
 # make demo  - set up .venv and run the TASC demo on the default model and task
 # make test  - set up .venv and run the test suite
-# make bench - full benchmark suite: speculation methods, then TASC-ft (make bench-quick for a short run)
+# make bench - full benchmark suite: speculation methods offline, then online, then TASC-ft (make bench-quick for a short run)
+# make bench-online - vllm serve per method, driven by vllm bench serve at concurrency 1, 4, 16
 # make bench-ft - TASC-ft against its --no-enrich fine-tune (builds both: about an hour)
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
@@ -14,7 +15,7 @@ SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
 
-.PHONY: install demo test bench bench-quick bench-ft bench-load clean-venv
+.PHONY: install demo test bench bench-quick bench-online bench-ft bench-load clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +43,14 @@ test: install
 
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run
+	$(RUN) $(PY) -m benchmarks.online
 	$(RUN) $(PY) -m benchmarks.ft
 
 bench-quick: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --quick
+
+bench-online: install $(SUFFIX)
+	$(RUN) $(PY) -m benchmarks.online
 
 bench-ft: install
 	$(RUN) $(PY) -m benchmarks.ft

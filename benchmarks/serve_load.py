@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,18 +26,13 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.server import vllm_server
 from tasc_vllm.index_file import write_index
 from tasc_vllm.runner import render_prompts, run_in_subprocess
 from tasc_vllm.tasks import get_task
 
 TASKS = ("usaddress", "bfcl", "humaneval")
 SPEC = {"method": "custom_class", "model": "tasc_vllm.TascProposer", "num_speculative_tokens": 8}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def task_index(folder: Path) -> Path:
@@ -50,43 +42,10 @@ def task_index(folder: Path) -> Path:
 
 @contextmanager
 def serve(model: str, index: Path, folder: Path, *, max_model_len: int, max_num_seqs: int, timeout: float = 600):
-    """A running ``vllm serve`` with TASC-spec; yields ``{"base", "proc", "log"}``."""
-    port = free_port()
-    env = dict(os.environ, TASC_INDEX=str(index))
-    iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
-    if iomp.exists():
-        env["LD_PRELOAD"] = str(iomp)
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "vllm"), "serve", model, "--host", "127.0.0.1", "--port", str(port),
-             "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
-             "--max-num-seqs", str(max_num_seqs), "--gpu-memory-utilization", "0.3", "--seed", "0",
-             "--speculative-config", json.dumps(SPEC)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"vllm serve exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.time() > deadline:
-                    raise RuntimeError(f"vllm serve did not become healthy in {timeout:.0f} s")
-                time.sleep(2)
-            yield {"base": base, "proc": proc, "log": log_path}
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    """A running ``vllm serve`` with TASC-spec (fp32); yields ``{"base", "proc", "log"}``."""
+    with vllm_server(model, folder / "server.log", spec=SPEC, dtype="float32", max_model_len=max_model_len,
+                     max_num_seqs=max_num_seqs, env={"TASC_INDEX": str(index)}, timeout=timeout) as srv:
+        yield srv
 
 
 def build_requests(tokenizer, n: int, *, max_model_len: int, per_task: int = 8,

@@ -59,3 +59,28 @@ def test_mixed_load_then_greedy_outputs_match_plain_engine(server, tokenizer):
     log = server["log"].read_text(errors="replace")
     assert "TASC proposer failed" not in log
     assert "TASC index" in log
+
+
+def test_vllm_bench_serve_drives_the_server_and_counts_drafts(server, tokenizer):
+    """The online benchmark's path: vLLM's own ``vllm bench serve`` with a custom dataset of
+    task prompts against the TASC server, and the spec-decode counters read from /metrics."""
+    from benchmarks.online import bench_serve, summarize, write_dataset
+    from benchmarks.server import counter_delta, spec_counters
+    from tasc_vllm.tasks import get_task
+
+    task = get_task("usaddress")
+    examples = task.load("test")[:4]
+    folder = server["dir"] / "online"
+    folder.mkdir()
+    dataset = write_dataset(folder / "usaddress.jsonl", tokenizer, examples, task.max_tokens)
+    before = spec_counters(server["base"])
+    with open(folder / "bench.log", "w") as log:
+        raw = bench_serve(server["base"], server["model"], dataset, len(examples), 2, task.max_tokens, folder, log)
+    run = summarize(raw, counter_delta(before, spec_counters(server["base"])))
+    assert run["completed"] == 4 and run["failed"] == 0 and run["errors"] == []
+    assert run["request_throughput"] > 0 and run["median_tpot_ms"] > 0 and run["median_ttft_ms"] > 0
+    assert len(raw["generated_texts"]) == 4 and all(t.strip() for t in raw["generated_texts"])
+    spec = run["spec_decode"]
+    assert spec["num_drafts"] > 0 and spec["num_draft_tokens"] >= spec["num_drafts"]
+    assert 0 < spec["num_accepted_tokens"] == sum(spec["num_accepted_tokens_per_pos"])
+    assert 1 < run["spec_decode"]["mean_acceptance_length"] <= 1 + 8

@@ -1,0 +1,262 @@
+"""Online: ``vllm serve`` with each method, driven by vLLM's own ``vllm bench serve``.
+
+    python -m benchmarks.online [--tasks usaddress,bfcl] [--methods none,ngram,suffix,tasc]
+                                [--concurrency 1,4,16] [--prompts 24] [--k 16]
+
+For every method a fresh server starts (bf16 by default), answers one warm-up request, and
+is then driven at each concurrency in turn by ``vllm bench serve`` with a custom dataset of
+held-out task prompts (rendered with the chat template; greedy; ``max_tokens`` the task's
+budget).  Each concurrency level gets its own slice of the test split, the same slice for
+every method: ``suffix`` learns from what it serves, so reusing prompts would hand it the
+answers.  It starts cold, as a freshly deployed server does.
+
+Per level: requests/s, output tokens/s, TTFT, TPOT, ITL and end-to-end latency (median and
+p99, from ``vllm bench serve``), vLLM's speculative-decoding counters (from ``/metrics``),
+the task score of the outputs and how many equal the baseline's.  Writes
+``benchmarks/results/<name>.json`` and regenerates ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+METHODS = ("none", "ngram", "suffix", "tasc")
+METRICS = ("ttft", "tpot", "itl", "e2el")
+
+
+def write_dataset(path: Path, tokenizer, examples, max_tokens: int) -> Path:
+    """The custom dataset of ``vllm bench serve``: chat-rendered prompts, one JSON per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for e in examples:
+            text = tokenizer.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True)
+            f.write(json.dumps({"prompt": text, "output_tokens": max_tokens}) + "\n")
+    return path
+
+
+def bench_serve(base: str, model: str, dataset: Path, n: int, concurrency: int, max_tokens: int,
+                folder: Path, log) -> dict:
+    """One ``vllm bench serve`` run; returns its saved result (with the generated texts)."""
+    from benchmarks.server import vllm_bin
+
+    name = f"c{concurrency}-{time.monotonic_ns()}.json"
+    cmd = [vllm_bin(), "bench", "serve", "--backend", "vllm", "--base-url", base, "--endpoint", "/v1/completions",
+           "--model", model, "--tokenizer", model, "--dataset-name", "custom", "--dataset-path", str(dataset),
+           "--skip-chat-template", "--disable-shuffle", "--custom-output-len", str(max_tokens),
+           "--num-prompts", str(n), "--max-concurrency", str(concurrency), "--request-rate", "inf",
+           "--temperature", "0", "--seed", "0", "--percentile-metrics", ",".join(METRICS),
+           "--metric-percentiles", "50,99", "--save-result", "--save-detailed", "--result-dir", str(folder),
+           "--result-filename", name, "--disable-tqdm"]
+    done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"vllm bench serve failed with exit code {done.returncode}; see {log.name}")
+    return json.loads((folder / name).read_text())
+
+
+def summarize(raw: dict, spec: dict) -> dict:
+    """The figures kept from one ``vllm bench serve`` result and the spec-decode counters."""
+    keep = {k: raw[k] for k in ("duration", "completed", "failed", "total_input_tokens", "total_output_tokens",
+                                "request_throughput", "output_throughput")}
+    for m in METRICS:
+        for stat in ("mean", "median", "p99"):
+            keep[f"{stat}_{m}_ms"] = raw.get(f"{stat}_{m}_ms")
+    drafts = spec.get("num_drafts", 0)
+    keep["spec_decode"] = {
+        **spec,
+        # as vLLM logs it: 1 + accepted tokens per draft
+        "mean_acceptance_length": 1 + spec.get("num_accepted_tokens", 0) / drafts if drafts else None,
+    }
+    keep["errors"] = [e for e in raw.get("errors", []) if e]
+    return keep
+
+
+def run_method(method: str, args, model: str, levels: list[dict], index: Path, folder: Path, log) -> list[dict]:
+    """Start a server for ``method``; measure every concurrency level on it in turn."""
+    import httpx
+
+    from benchmarks.server import counter_delta, spec_counters, vllm_server
+    from tasc_vllm.runner import speculative_config
+
+    spec = speculative_config(method, args.k)
+    runs = []
+    with vllm_server(model, folder / f"server-{method}.log", spec=spec, dtype=args.dtype,
+                     max_model_len=args.max_model_len, max_num_seqs=max(args.concurrency),
+                     env={"TASC_INDEX": str(index)}) as srv:
+        httpx.post(f"{srv['base']}/v1/completions", timeout=600,
+                   json={"model": model, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0})
+        for level in levels:
+            before = spec_counters(srv["base"])
+            raw = bench_serve(srv["base"], model, level["dataset"], level["n"], level["concurrency"],
+                              level["max_tokens"], folder, log)
+            after = spec_counters(srv["base"])
+            run = {"method": method, "concurrency": level["concurrency"],
+                   **summarize(raw, counter_delta(before, after)), "texts": raw["generated_texts"]}
+            runs.append(run)
+            level["bar"].update()
+    return runs
+
+
+def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, bar) -> dict:
+    from tasc_vllm.config import load_config
+    from tasc_vllm.demo import prepare_task_index
+    from tasc_vllm.tasks import get_task
+
+    task = get_task(task_name)
+    cfg = load_config()
+    index = prepare_task_index(task, tokenizer, folder, cfg.max_order, cfg.min_count)
+    test = task.load("test")
+    levels = []
+    for i, c in enumerate(args.concurrency):
+        part = test[i * args.prompts : (i + 1) * args.prompts]
+        if len(part) < args.prompts:
+            raise SystemExit(f"{task_name} has {len(test)} test prompts: too few for {args.prompts} per level "
+                             f"at {len(args.concurrency)} levels")
+        levels.append({"concurrency": c, "n": len(part), "examples": part, "max_tokens": task.max_tokens, "bar": bar,
+                       "dataset": write_dataset(folder / f"{task_name}-c{c}.jsonl", tokenizer, part, task.max_tokens)})
+    runs = []
+    for method in args.methods:
+        bar.set_description(f"{task_name}: {method}")
+        runs += run_method(method, args, model, levels, index, folder, log)
+    for level in levels:
+        base = next(r for r in runs if r["method"] == "none" and r["concurrency"] == level["concurrency"])
+        for r in (r for r in runs if r["concurrency"] == level["concurrency"]):
+            r["task_score"] = sum(task.score(e, t) for e, t in zip(level["examples"], r["texts"])) / level["n"]
+            r["same_as_baseline"] = sum(a == b for a, b in zip(r["texts"], base["texts"]))
+            r["num_requests"] = level["n"]
+            r["speedup_requests"] = r["request_throughput"] / base["request_throughput"]
+            r["tpot_ratio"] = (r["median_tpot_ms"] / base["median_tpot_ms"]) if base["median_tpot_ms"] else None
+    return {"task": task_name, "prompts_per_level": args.prompts, "runs": runs}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="usaddress,bfcl")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"from {', '.join(METHODS)}; none always runs")
+    p.add_argument("--concurrency", default="1,4,16")
+    p.add_argument("--prompts", type=int, default=24, help="held-out prompts per concurrency level")
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--name", default="online")
+    args = p.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+    args.methods = ["none"] + [m for m in METHODS[1:] if m in methods]
+    if min(args.concurrency) < 1 or args.prompts < 1:
+        p.error("--concurrency and --prompts must be positive")
+    if "suffix" in args.methods:
+        try:
+            import arctic_inference  # noqa: F401
+        except ImportError:
+            p.error("the suffix method needs arctic-inference (make bench builds it); leave it out with --methods")
+
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from benchmarks.report import write_report
+    from benchmarks.run import RESULTS, machine
+    from tasc_vllm.models import materialize
+
+    model = str(materialize())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tasks = [t for t in args.tasks.split(",") if t]
+    result = {"name": args.name, "kind": "online", "started_unix": int(time.time()), "machine": machine(),
+              "settings": {**{k: v for k, v in vars(args).items() if k != "tasks"}, "tasks": tasks, "model": model},
+              "tasks": [], "complete": False}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.name}.json"
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="tasc-online-") as tmp, \
+            open(RESULTS / f"{args.name}-servers.log", "w") as log, \
+            tqdm(total=len(tasks) * len(args.methods) * len(args.concurrency), unit="run") as bar:
+        for task_name in tasks:
+            folder = Path(tmp) / task_name
+            folder.mkdir()
+            result["tasks"].append(bench_task(task_name, args, model, tokenizer, folder, log, bar))
+            result["seconds"] = time.time() - t0
+            result["complete"] = task_name == tasks[-1]
+            out.write_text(json.dumps(result, indent=1))  # saved per task: a run cut short keeps its tasks
+            for server_log in folder.glob("server-*.log"):  # the servers' own logs, for the record
+                log.write(f"==== {task_name} {server_log.name}\n{server_log.read_text()}\n")
+    write_report()
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _f(v, digits=2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def online_plot(res: dict, name: str) -> str:
+    """Requests/s relative to no speculation, against concurrency, one line per method and task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.run import RESULTS
+
+    tasks = res["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in dict.fromkeys(r["method"] for r in task["runs"]):
+            pts = sorted((r["concurrency"], r["speedup_requests"]) for r in task["runs"] if r["method"] == method)
+            ax.plot(*zip(*pts), marker="o", label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency (vllm bench serve)")
+        ax.set_ylabel("requests/s vs no speculation")
+        ax.set_title(task["task"])
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.legend()
+    fig.tight_layout()
+    png = f"{name}.png"
+    fig.savefig(RESULTS / png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def online_section(file_name: str, res: dict) -> list[str]:
+    s, m = res["settings"], res["machine"]
+    lines = [
+        f"## Online: `vllm serve` driven by `vllm bench serve` (`{file_name}`, `python -m benchmarks.online`)",
+        "",
+        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; greedy; a fresh server per method, "
+        f"{s['prompts']} held-out prompts per concurrency level (a different slice per level, the same for every "
+        f"method); `suffix` starts cold and learns as it serves. {res.get('seconds', 0) / 60:.1f} min in all"
+        + (" (cut short: only the tasks below finished)." if not res.get("complete") else "."),
+        "",
+        f"![online](results/{online_plot(res, Path(file_name).stem)})",
+        "",
+    ]
+    for task in res["tasks"]:
+        lines += [
+            f"### {task['task']}",
+            "",
+            "| concurrency | method | req/s | speed-up (req/s) | median TTFT ms | median TPOT ms | median ITL ms "
+            "| p99 e2e ms | mean accepted length | task score | same as baseline | failed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in sorted(task["runs"], key=lambda r: r["concurrency"]):
+            lines.append(
+                f"| {r['concurrency']} | {r['method']} | {_f(r['request_throughput'])} | {_f(r['speedup_requests'])} | "
+                f"{_f(r['median_ttft_ms'], 0)} | {_f(r['median_tpot_ms'], 1)} | {_f(r['median_itl_ms'], 1)} | "
+                f"{_f(r['p99_e2el_ms'], 0)} | {_f(r['spec_decode'].get('mean_acceptance_length'))} | "
+                f"{_f(r['task_score'])} | {r['same_as_baseline']}/{r['num_requests']} | {r['failed']} |"
+            )
+        lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

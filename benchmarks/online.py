@@ -1,6 +1,6 @@
 """Online: ``vllm serve`` with each method, driven by vLLM's own ``vllm bench serve``.
 
-    python -m benchmarks.online [--tasks usaddress,bfcl] [--methods none,ngram,suffix,tasc]
+    python -m benchmarks.online [--tasks usaddress,bfcl] [--methods none,ngram,suffix,tasc,tasc-static]
                                 [--concurrency 1,4,16] [--prompts 24] [--k 16]
 
 For every method a fresh server starts (bf16 by default), answers one warm-up request, and
@@ -8,7 +8,8 @@ is then driven at each concurrency in turn by ``vllm bench serve`` with a custom
 held-out task prompts (rendered with the chat template; greedy; ``max_tokens`` the task's
 budget).  Each concurrency level gets its own slice of the test split, the same slice for
 every method: ``suffix`` learns from what it serves, so reusing prompts would hand it the
-answers.  It starts cold, as a freshly deployed server does.
+answers.  It starts cold, as a freshly deployed server does; so does TASC-spec's online
+learning (``tasc``), and ``tasc-static`` is TASC-spec with learning off.
 
 Per level: requests/s, output tokens/s, TTFT, TPOT, ITL and end-to-end latency (median and
 p99, from ``vllm bench serve``), vLLM's speculative-decoding counters (from ``/metrics``),
@@ -26,7 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = ("none", "ngram", "suffix", "tasc")
+METHODS = ("none", "ngram", "suffix", "tasc", "tasc-static")
+# methods that are another method with some TASC settings: tasc-static is TASC-spec without
+# online learning, to show what learning while serving adds
+VARIANTS = {"tasc-static": ("tasc", {"TASC_LEARN_ENTRIES": "0"})}
 METRICS = ("ttft", "tpot", "itl", "e2el")
 
 
@@ -82,11 +86,12 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
     from benchmarks.server import counter_delta, spec_counters, vllm_server
     from tasc_vllm.runner import speculative_config
 
-    spec = speculative_config(method, args.k)
+    base_method, extra_env = VARIANTS.get(method, (method, {}))
+    spec = speculative_config(base_method, args.k)
     runs = []
     with vllm_server(model, folder / f"server-{method}.log", spec=spec, dtype=args.dtype,
                      max_model_len=args.max_model_len, max_num_seqs=max(args.concurrency),
-                     env={"TASC_INDEX": str(index)}) as srv:
+                     env={"TASC_INDEX": str(index), **extra_env}) as srv:
         httpx.post(f"{srv['base']}/v1/completions", timeout=600,
                    json={"model": model, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0})
         for level in levels:

@@ -53,15 +53,17 @@ def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -
         buf = np.zeros((1, seq.size + proposer.k + 2), dtype=np.int32)
         buf[0, : seq.size] = seq
         n = len(prompt) + 1  # the first output token comes from prefill
+        gained = 1  # tokens the request gained in the last step, as vLLM passes them
         steps += 1
         while n < seq.size:
-            (draft,) = proposer.propose([[int(seq[n - 1])]], np.array([n], dtype=np.int32), buf)
+            (draft,) = proposer.propose([seq[n - gained : n].tolist()], np.array([n], dtype=np.int32), buf)
             a = 0
             while a < len(draft) and n + a < seq.size and draft[a] == seq[n + a]:
                 a += 1
             drafted += len(draft)
             accepted += a
-            n += a + 1
+            gained = min(a + 1, seq.size - n)
+            n += gained
             steps += 1
     return {"steps": steps, "drafted": drafted, "accepted": accepted,
             "tokens": sum(map(len, output_ids))}

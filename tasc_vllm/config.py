@@ -27,6 +27,7 @@ class TascConfig:
     step_overhead: float = 1.5  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
     stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
+    learn_entries: int = 1_000_000  # TASC_LEARN_ENTRIES: room for contexts learned while serving (0: off)
 
     def __post_init__(self):
         checks = [
@@ -41,6 +42,7 @@ class TascConfig:
             (0.0 <= self.threshold <= 1.0, "threshold must be in 0..1"),
             (self.step_overhead >= 0.0, "step_overhead must be >= 0"),
             (self.min_count >= 1, "min_count must be >= 1"),
+            (0 <= self.learn_entries <= 1_000_000_000, "learn_entries must be in 0..1e9"),
         ]
         for ok, msg in checks:
             if not ok:

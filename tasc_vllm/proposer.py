@@ -21,6 +21,7 @@ from tasc_vllm.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index_file import read_index
 from tasc_vllm.ngram_cache import load_tokenized
+from tasc_vllm.online_learning import learn_batch, with_room
 
 logger = logging.getLogger("tasc_vllm")
 
@@ -66,6 +67,10 @@ class TascProposer:
         tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(model_config)
         corpus = load_tokenized(index, tokenizer, self.cfg.max_order, self.cfg.min_count)
         self.table = corpus.table
+        self._used = None  # online learning off
+        self._corpus_entries = int(corpus.table.keys.shape[0])
+        if self.cfg.learn_entries:
+            self.table, self._used = with_room(corpus.table, self.cfg.learn_entries)
         self.vocab_size = int(model_config.get_vocab_size())
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
@@ -74,17 +79,20 @@ class TascProposer:
         self._warm_up()
         self.load_seconds = time.perf_counter() - t0
         logger.info(
-            "TASC index %s: %d texts, %d tokens, %.1f MiB n-gram table, loaded in %.2f s%s",
+            "TASC index %s: %d texts, %d tokens, %.1f MiB n-gram table, loaded in %.2f s%s; %s",
             self.index_path,
             corpus.num_texts,
             corpus.num_tokens,
             self.table.nbytes / 2**20,
             self.load_seconds,
             " (cached tokenization)" if corpus.from_cache else " (tokenized and cached)",
+            f"learns online (room for {self.cfg.learn_entries:,} new contexts)" if self._used is not None
+            else "online learning off",
         )
         self._error_logged = False
         self._fault_every = int(os.environ.get(FAULT_ENV, "0") or 0)
-        self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0}
+        self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0,
+                      "learned": 0, "learned_contexts": 0}
         self._stats_written = 0.0
 
     def _params(self, rows: int = 1):
@@ -102,6 +110,13 @@ class TascProposer:
             toks = np.zeros((1, 8), dtype=dtype)
             draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
                         *self._params(), self._out[:1], self._out_len[:1])
+            if self._used is not None:  # zero new tokens: compiles, learns nothing
+                self._learn(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks)
+
+    def _learn(self, rows, lengths, new_tokens, token_ids) -> int:
+        t = self.table
+        return learn_batch(rows, lengths, new_tokens, token_ids, self.cfg.max_order, t.slots, t.keys, t.nexts,
+                           t.counts, t.totals, self._used)
 
     def load_model(self, *args, **kwargs) -> None:
         """No draft model to load."""
@@ -132,6 +147,9 @@ class TascProposer:
         if self._fault_every and (self.stats["calls"] + 1) % self._fault_every == 0:
             raise RuntimeError(f"injected test fault ({FAULT_ENV}={self._fault_every})")
         n = len(sampled_token_ids)
+        lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
+        if self._used is not None:
+            self._learn_new_tokens(sampled_token_ids, lengths, token_ids_cpu)
         rows, limits = [], []
         for i in range(n):
             if not len(sampled_token_ids[i]):
@@ -148,7 +166,6 @@ class TascProposer:
             self._out = np.zeros((m, self._out.shape[1]), dtype=np.int32)
             self._out_len = np.zeros(m, dtype=np.int32)
         rows_arr = np.asarray(rows, dtype=np.int64)
-        lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
         draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
                     *self._params(n), self._out, self._out_len)
         out, out_len = self._out, self._out_len
@@ -159,6 +176,16 @@ class TascProposer:
                 self.stats["drafted_rows"] += 1
                 self.stats["draft_tokens"] += L
         return drafts
+
+    def _learn_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu) -> None:
+        """Count the tokens each row gained this step (the ends of their contexts)."""
+        gained = [(i, len(s)) for i, s in enumerate(sampled_token_ids) if len(s)]
+        if not gained:
+            return
+        rows = np.fromiter((i for i, _ in gained), dtype=np.int64, count=len(gained))
+        new = np.fromiter((g for _, g in gained), dtype=np.int64, count=len(gained))
+        self.stats["learned"] += int(self._learn(rows, lengths, new, token_ids_cpu))
+        self.stats["learned_contexts"] = int(self._used[0]) - self._corpus_entries
 
     def _maybe_write_stats(self) -> None:
         now = time.monotonic()

@@ -217,7 +217,8 @@ def run(spec: dict) -> dict:
         if stats_after and stats_after.get("calls"):
             calls = stats_after["calls"] - (stats_before or {}).get("calls", 0)
             secs = stats_after["seconds"] - (stats_before or {}).get("seconds", 0.0)
-            r["proposer"] = {"calls": calls, "seconds": secs}
+            learned = stats_after.get("learned", 0) - (stats_before or {}).get("learned", 0)
+            r["proposer"] = {"calls": calls, "seconds": secs, "learned": learned}
             if calls > 0:
                 r["proposer_ms_per_step"] = 1000 * secs / calls
                 r["proposer_share_of_time"] = secs / r["seconds"]

@@ -57,6 +57,7 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
         # the proposer's own timing, per batch size: at least one call per generated token step
         assert run["proposer"]["calls"] >= max(len(t) for t in run["token_ids"]) / (1 + workload["spec"]["num_speculative_tokens"])
         assert 0 < run["proposer_share_of_time"] < 1
+        assert run["proposer"]["learned"] > 0  # online learning ran, and outputs stayed exact
     log = (workload["dir"] / "tasc.log").read_text(errors="replace")
     assert "TASC index" in log and "loaded in" in log
 

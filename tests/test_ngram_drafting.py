@@ -136,3 +136,73 @@ def test_batch_rows_are_independent():
                 p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 100, out, out_len)
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
+
+
+# --------------------------------------------------------------------------- online learning
+
+
+def _learn(table, used, rows_tokens, new_tokens, max_order):
+    """Feed ``rows_tokens`` (one context per row) to learn_batch, the last ``new_tokens[i]``
+    tokens of row i being new; returns how many pairs were counted."""
+    from tasc_vllm.online_learning import learn_batch
+
+    width = max(len(t) for t in rows_tokens) + 3
+    token_ids = np.full((len(rows_tokens), width), 0, dtype=np.int32)
+    for i, t in enumerate(rows_tokens):
+        token_ids[i, : len(t)] = t
+    lengths = np.array([len(t) for t in rows_tokens], dtype=np.int32)
+    return learn_batch(np.arange(len(rows_tokens), dtype=np.int64), lengths, np.asarray(new_tokens, np.int64),
+                       token_ids, max_order, table.slots, table.keys, table.nexts, table.counts, table.totals, used)
+
+
+small_texts = st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=20), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus=small_texts, served=small_texts, split=st.integers(1, 5))
+def test_learning_served_tokens_equals_counting_them_with_the_corpus(corpus, served, split):
+    """With at most TOP_K distinct followers (4 token ids), learning a request's tokens step by
+    step gives the table that counting corpus + served outputs from scratch gives."""
+    from tasc_vllm.online_learning import with_room
+
+    table, used = with_room(build_table(corpus_array(corpus), max_order=4), extra_entries=10_000)
+    for seq in served:
+        # the request gains its tokens a few at a time, as vLLM's steps hand them over
+        for end in range(1, len(seq) + 1, split):
+            stop = min(len(seq), end + split - 1)
+            _learn(table, used, [seq[:stop]], [stop - (end - 1) if end > 1 else stop], 4)
+    expected = brute_force(corpus + served, 4)
+    assert used[0] == len(expected)
+    for context, counter in expected.items():
+        e = table_entry(table, list(context))
+        assert e >= 0, context
+        assert table.totals[e] == sum(counter.values())
+        got = {int(t): int(c) for t, c in zip(table.nexts[e], table.counts[e]) if t >= 0}
+        assert got == dict(counter)
+        assert list(table.counts[e]) == sorted(table.counts[e], reverse=True)
+
+
+def test_learning_stays_within_its_room_and_keeps_counting_known_contexts():
+    from tasc_vllm.online_learning import with_room
+
+    base = build_table(corpus_array([[1, 2, 3]]), max_order=3)
+    table, used = with_room(base, extra_entries=2)
+    start = int(used[0])
+    _learn(table, used, [[5, 6, 7, 8, 9, 1, 2]], [7], 3)
+    assert used[0] == start + 2  # no more new contexts than the room
+    assert table.keys.shape[0] == start + 2
+    e = table_entry(table, [1])
+    assert table.totals[e] == 2 and table.nexts[e, 0] == 2 and table.counts[e, 0] == 2
+    # the original table is untouched (the proposer's copy learns, the cached one does not)
+    assert base.totals[table_entry(base, [1])] == 1
+
+
+def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
+    from tasc_vllm.online_learning import with_room
+
+    table, used = with_room(build_table(corpus_array([[9, 1], [9, 2], [9, 3], [9, 4], [9, 4]]), max_order=1), 10)
+    e = table_entry(table, [9])
+    _learn(table, used, [[9, 5]], [1], 1)  # a fifth follower: takes the place of one seen once
+    assert 5 in table.nexts[e] and int(table.totals[e]) == 6
+    counts = {int(t): int(c) for t, c in zip(table.nexts[e], table.counts[e])}
+    assert counts[4] == 2 and counts[5] == 1

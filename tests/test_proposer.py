@@ -228,3 +228,34 @@ def test_index_replaced_or_deleted_while_serving_changes_nothing(index_path, tok
         if f.is_file():
             f.unlink()
     assert p.propose([[1]], n, tok) == before
+
+
+def test_online_learning_drafts_what_the_server_generated_before(index_path, tokenizer, isolated_cache):
+    """An answer the corpus has never seen: once served (its tokens handed to ``propose``
+    step by step, as vLLM does), the same context drafts it; with learning off it does not."""
+    answer = "Zanzibar Quixotic Boulevard Yellowknife Extravaganza"
+    prompt = "Q: where?\nA:"
+    full = tokenizer.encode(prompt + " " + answer, add_special_tokens=False)
+    start = len(tokenizer.encode(prompt, add_special_tokens=False))
+    tok = np.zeros((1, 256), dtype=np.int32)
+    tok[0, : len(full)] = full
+
+    def serve_once(p):
+        for n in range(start + 1, len(full) + 1):  # one token gained per step
+            p.propose([[int(full[n - 1])]], np.array([n], np.int32), tok)
+
+    def draft_after_prompt(p):
+        (d,) = p.propose([[int(full[start])]], np.array([start + 1], np.int32), tok)
+        return d
+
+    learning = make(index_path, tokenizer, threshold=0.0, step_overhead=0.0, context_weight=0.0)
+    static = make(index_path, tokenizer, threshold=0.0, step_overhead=0.0, context_weight=0.0, learn_entries=0)
+    for p in (learning, static):
+        serve_once(p)
+    d = draft_after_prompt(learning)
+    assert d == full[start + 1 : start + 1 + len(d)] and len(d) == 8  # the whole learned answer, up to k
+    assert draft_after_prompt(static) != d
+    assert learning.stats["learned"] > 0 and learning.stats["learned_contexts"] > 0
+    assert static.stats["learned"] == 0
+    with pytest.raises(TascError, match="learn_entries must be in"):
+        load_config({"TASC_LEARN_ENTRIES": "-1"})

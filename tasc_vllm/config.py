@@ -28,6 +28,7 @@ class TascConfig:
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
     stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
     learn_entries: int = 1_000_000  # TASC_LEARN_ENTRIES: room for contexts learned while serving (0: off)
+    learned_path: str = ""  # TASC_LEARNED_PATH: resume learning from / save it to this .npz (touch PATH.save)
 
     def __post_init__(self):
         checks = [

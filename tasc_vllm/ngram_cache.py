@@ -36,6 +36,7 @@ class TokenizedCorpus:
     num_tokens: int
     cache_path: Path
     from_cache: bool
+    identity: dict | None = None  # index hash, tokenizer fingerprint, table settings
 
 
 def output_frame(tokenizer) -> tuple[list[int], int]:
@@ -121,7 +122,7 @@ def _try_load(path: Path, meta_expected: dict) -> TokenizedCorpus | None:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
         logger.warning("TASC: cached tokenization %s is unreadable (%s); rebuilding it", path, e)
         return None
-    return TokenizedCorpus(tokens, table, meta["num_texts"], int(np.count_nonzero(tokens >= 0)), path, True)
+    return TokenizedCorpus(tokens, table, meta["num_texts"], int(np.count_nonzero(tokens >= 0)), path, True, meta)
 
 
 def _save(path: Path, tokens: np.ndarray, table: NgramTable, meta: dict) -> None:
@@ -164,4 +165,5 @@ def load_tokenized(index: CorpusIndex, tokenizer, max_order: int, min_count: int
             _save(path, tokens, table, meta)
         except OSError as e:
             logger.warning("TASC: could not cache the tokenized corpus at %s (%s)", path, e)
-    return TokenizedCorpus(tokens, table, len(texts), int(np.count_nonzero(tokens >= 0)), path or Path(""), False)
+    return TokenizedCorpus(tokens, table, len(texts), int(np.count_nonzero(tokens >= 0)), path or Path(""), False,
+                           meta)

@@ -21,6 +21,7 @@ from tasc_vllm.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index_file import read_index
 from tasc_vllm.ngram_cache import load_tokenized
+from tasc_vllm.learned_state import SaveRequests, load_learned, save_learned
 from tasc_vllm.online_learning import learn_batch, with_room
 
 logger = logging.getLogger("tasc_vllm")
@@ -69,8 +70,18 @@ class TascProposer:
         self.table = corpus.table
         self._used = None  # online learning off
         self._corpus_entries = int(corpus.table.keys.shape[0])
+        self._identity = corpus.identity
+        self._save_requests = None
+        resumed = ""
         if self.cfg.learn_entries:
-            self.table, self._used = with_room(corpus.table, self.cfg.learn_entries)
+            state = load_learned(self.cfg.learned_path, self._identity) if self.cfg.learned_path else None
+            if state is not None:
+                self.table, self._used = state
+                resumed = f", resumed from {self.cfg.learned_path}"
+            else:
+                self.table, self._used = with_room(corpus.table, self.cfg.learn_entries)
+            if self.cfg.learned_path:
+                self._save_requests = SaveRequests(self.cfg.learned_path)
         self.vocab_size = int(model_config.get_vocab_size())
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
@@ -86,7 +97,8 @@ class TascProposer:
             self.table.nbytes / 2**20,
             self.load_seconds,
             " (cached tokenization)" if corpus.from_cache else " (tokenized and cached)",
-            f"learns online (room for {self.cfg.learn_entries:,} new contexts)" if self._used is not None
+            f"learns online ({int(self._used[0]) - self._corpus_entries:,} contexts learned of room for "
+            f"{self.table.keys.shape[0] - self._corpus_entries:,}{resumed})" if self._used is not None
             else "online learning off",
         )
         self._error_logged = False
@@ -141,7 +153,18 @@ class TascProposer:
         self.stats["rows"] += n
         if self.cfg.stats_path:
             self._maybe_write_stats()
+        if self._save_requests is not None and self._save_requests.due():
+            self.save_learned(self.cfg.learned_path)
         return drafts
+
+    def save_learned(self, path: str) -> None:
+        """Write the table with what was learned so far (a failure is logged, never raised)."""
+        try:
+            save_learned(path, self.table, self._used, self._identity)
+            logger.info("TASC: saved what was learned (%d contexts) to %s",
+                        int(self._used[0]) - self._corpus_entries, path)
+        except (OSError, TascError) as e:
+            logger.warning("TASC: cannot save what was learned to %s (%s)", path, e)
 
     def _propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu):
         if self._fault_every and (self.stats["calls"] + 1) % self._fault_every == 0:

@@ -259,3 +259,49 @@ def test_online_learning_drafts_what_the_server_generated_before(index_path, tok
     assert static.stats["learned"] == 0
     with pytest.raises(TascError, match="learn_entries must be in"):
         load_config({"TASC_LEARN_ENTRIES": "-1"})
+
+
+def test_learning_is_saved_on_request_and_resumed_by_the_next_start(index_path, tokenizer, isolated_cache,
+                                                                    tmp_path, caplog):
+    import os
+    import time
+
+    answer = "Zanzibar Quixotic Boulevard Yellowknife Extravaganza"
+    full = tokenizer.encode("Q: where?\nA: " + answer, add_special_tokens=False)
+    start = len(tokenizer.encode("Q: where?\nA:", add_special_tokens=False))
+    tok = np.zeros((1, 256), dtype=np.int32)
+    tok[0, : len(full)] = full
+    state = tmp_path / "learned.npz"
+    opts = {"threshold": 0.0, "step_overhead": 0.0, "context_weight": 0.0, "learned_path": str(state)}
+
+    first = make(index_path, tokenizer, **opts)
+    for n in range(start + 1, len(full) + 1):
+        first.propose([[int(full[n - 1])]], np.array([n], np.int32), tok)
+    assert not state.exists()  # nothing is written until asked
+    trigger = tmp_path / "learned.npz.save"
+    trigger.touch()
+    os.utime(trigger, (time.time() + 5, time.time() + 5))  # a touch the proposer has not seen
+    first._save_requests._checked -= 2  # the once-a-second check is due
+    first.propose([[int(full[-1])]], np.array([len(full)], np.int32), tok)
+    assert state.exists()
+
+    def draft(p):
+        (d,) = p.propose([[int(full[start])]], np.array([start + 1], np.int32), tok)
+        return d
+
+    resumed = make(index_path, tokenizer, **opts)
+    assert int(resumed._used[0]) > resumed._corpus_entries  # before serving anything: the file carried it
+    assert draft(resumed) == draft(first) == full[start + 1 : start + 9]
+    fresh = make(index_path, tokenizer, **{**opts, "learned_path": ""})
+    assert draft(fresh) != draft(first)
+
+    # a file from another index is reported and ignored; so is a corrupt one
+    other = tmp_path / "other.tasc"
+    write_index(["completely different corpus text"], other)
+    with caplog.at_level("WARNING", logger="tasc_vllm"):
+        assert draft(make(other, tokenizer, **opts)) != draft(first)
+    assert "learned with another index" in caplog.text
+    state.write_bytes(b"not an npz")
+    with caplog.at_level("WARNING", logger="tasc_vllm"):
+        assert draft(make(index_path, tokenizer, **opts)) != draft(first)
+    assert "is unreadable" in caplog.text

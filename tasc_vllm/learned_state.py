@@ -1,0 +1,85 @@
+"""What a server learned online, saved on request and picked up by the next start.
+
+``TASC_LEARNED_PATH=FILE.npz`` names the file.  At engine start, a file there whose identity
+(index content, tokenizer, table settings) matches this engine's replaces the fresh copy of
+the index's table, so learning goes on where it stopped; a file that belongs to another
+index or tokenizer, or is unreadable, is reported and ignored.  Touching ``FILE.npz.save``
+asks every engine that uses the file to write it (atomically; with several engines the last
+to write wins, and each write is a complete state).  The file holds NumPy arrays only and is
+read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from tasc_vllm.ngram_table import NgramTable
+from tasc_vllm.paths import atomic_file
+
+logger = logging.getLogger("tasc_vllm")
+
+STATE_VERSION = 1
+
+
+def save_learned(path: str | os.PathLike, table: NgramTable, used: np.ndarray, identity: dict) -> None:
+    meta = json.dumps({"version": STATE_VERSION, "identity": identity}).encode("utf-8")
+    with atomic_file(path) as f:
+        np.savez(f, meta=np.frombuffer(meta, dtype=np.uint8), used=used, **table.arrays())
+
+
+def load_learned(path: str | os.PathLike, identity: dict) -> tuple[NgramTable, np.ndarray] | None:
+    """The saved table and fill counter at ``path``, or None (reported) when there is none,
+    it is unreadable, or it was learned over another index, tokenizer or table settings."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            if meta != {"version": STATE_VERSION, "identity": identity}:
+                logger.warning("TASC: %s was learned with another index, tokenizer or settings; starting "
+                               "from the index alone", path)
+                return None
+            table = NgramTable.from_arrays({k: z[k] for k in ("slots", "keys", "nexts", "counts", "totals", "max_order")})
+            used = np.array(z["used"], dtype=np.int64).reshape(1)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        logger.warning("TASC: %s is unreadable (%s); starting from the index alone", path, e)
+        return None
+    if not 0 <= int(used[0]) <= table.keys.shape[0] or table.nexts.shape[0] != table.keys.shape[0]:
+        logger.warning("TASC: %s is inconsistent; starting from the index alone", path)
+        return None
+    return table, used
+
+
+class SaveRequests:
+    """Notices a touch of ``PATH.save``: ``due()`` is true once per touch (checked at most
+    once a second, so ``propose`` pays one ``stat`` call a second at most)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.trigger = Path(f"{path}.save")
+        self._seen = self._mtime()
+        self._checked = time.monotonic()
+
+    def _mtime(self) -> float:
+        try:
+            return self.trigger.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return False
+        self._checked = now
+        m = self._mtime()
+        if m and m != self._seen:
+            self._seen = m
+            return True
+        return False

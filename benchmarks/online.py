@@ -238,7 +238,8 @@ def online_section(file_name: str, res: dict) -> list[str]:
         "",
         f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; greedy; a fresh server per method, "
         f"{s['prompts']} held-out prompts per concurrency level (a different slice per level, the same for every "
-        f"method); `suffix` starts cold and learns as it serves. {res.get('seconds', 0) / 60:.1f} min in all"
+        f"method); `suffix` and `tasc` start cold and learn as they serve, `tasc-static` is TASC-spec with "
+        f"learning off. {res.get('seconds', 0) / 60:.1f} min in all"
         + (" (cut short: only the tasks below finished)." if not res.get("complete") else "."),
         "",
         f"![online](results/{online_plot(res, Path(file_name).stem)})",

@@ -85,9 +85,12 @@ def _ft_plot(res: dict) -> str:
 
 def _mining_rule(settings: dict) -> str:
     rules = [flag for flag, key in (("--whole-words", "whole_words"), ("--structure-only", "structure_only")) if settings.get(key)]
+    scale = settings.get("new_token_lr_scale", 1.0)
+    rows = f" The new token rows learned at {scale:g}x the learning rate (`--new-token-lr-scale`)." if scale != 1.0 else ""
     if not rules:
-        return "Mining with no filter: added tokens may cut a word or number in two, or hold values copied from the prompt."
-    return "Mining with " + " and ".join(f"`{r}`" for r in rules) + "."
+        return ("Mining with no filter: added tokens may cut a word or number in two, or hold values copied "
+                "from the prompt." + rows)
+    return "Mining with " + " and ".join(f"`{r}`" for r in rules) + "." + rows
 
 
 def _ft_section(file_name: str, res: dict) -> list[str]:

@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
     args = p.parse_args(argv)
+    name = args.name or f"ft-{args.task}"
 
     from transformers import AutoTokenizer
 
@@ -83,11 +85,11 @@ def main(argv=None) -> int:
     quality_set = test[: args.quality_prompts] if args.quality_prompts else test
     speed_set = test[: args.prompts]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    log = RESULTS / f"ft-{args.task}-engines.log"
+    log = RESULTS / f"{name}-engines.log"
     log.write_text("")
     cfg = load_config()
     t0 = time.time()
-    out = {"name": f"ft-{args.task}", "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
+    out = {"name": name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
            "task": args.task, "fine_tunes": {}, "speed": []}
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=2 + 4, unit="run") as bar:
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
         r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / base["chars_per_second"]
     out["seconds"] = time.time() - t0
-    path = RESULTS / f"ft-{args.task}.json"
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(out, indent=1))
     from benchmarks.report import write_report
 

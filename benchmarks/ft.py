@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
     args = p.parse_args(argv)
-    name = args.name or f"ft-{args.task}"
+    run_name = args.name or f"ft-{args.task}"
 
     from transformers import AutoTokenizer
 
@@ -85,11 +85,11 @@ def main(argv=None) -> int:
     quality_set = test[: args.quality_prompts] if args.quality_prompts else test
     speed_set = test[: args.prompts]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    log = RESULTS / f"{name}-engines.log"
+    log = RESULTS / f"{run_name}-engines.log"
     log.write_text("")
     cfg = load_config()
     t0 = time.time()
-    out = {"name": name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
+    out = {"name": run_name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
            "task": args.task, "fine_tunes": {}, "speed": []}
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=2 + 4, unit="run") as bar:
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / base["chars_per_second"]
     out["seconds"] = time.time() - t0
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{run_name}.json"
     path.write_text(json.dumps(out, indent=1))
     from benchmarks.report import write_report
 

@@ -41,8 +41,13 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     export_jsonl(task_name, "test", test)
     common = ["--data", str(train), "--check-data", str(test), "--rounds", str(args.rounds),
               "--steps-per-round", str(args.steps_per_round), "--tokens-per-round", str(args.tokens_per_round)]
-    enriched, baseline = folder / "enriched", folder / "baseline"
-    for out, extra in ((enriched, []), (baseline, ["--no-enrich"])):
+    # the folder names carry the settings, so a cached checkpoint is only reused for the same ones
+    steps = f"r{args.rounds}-s{args.steps_per_round}"
+    enriched = folder / f"enriched-{steps}-t{args.tokens_per_round}-whole-words-lr{args.new_token_lr_scale:g}"
+    baseline = folder / f"baseline-{steps}"
+    # the enrichment settings measured best (README, TASC-ft); the baseline shares all training settings
+    best = ["--whole-words", "--new-token-lr-scale", str(args.new_token_lr_scale)]
+    for out, extra in ((enriched, best), (baseline, ["--no-enrich"])):
         if not out.exists():
             print(f"building {out} (tools.enrich {' '.join(extra) or 'with enrichment'})", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "tools.enrich", *common, "--out", str(out), *extra], check=True)
@@ -57,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="when building: enrichment rounds")
     p.add_argument("--steps-per-round", type=int, default=150, help="when building: steps per round")
     p.add_argument("--tokens-per-round", type=int, default=32, help="when building: new tokens per round")
+    p.add_argument("--new-token-lr-scale", type=float, default=10.0,
+                   help="when building: learning-rate scale of the new token rows (default 10)")
     p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)

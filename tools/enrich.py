@@ -478,8 +478,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-round", type=int, default=150, help="fine-tuning steps per round (default 150)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    p.add_argument("--new-token-lr-scale", type=float, default=1.0,
-                   help="the added tokens' embedding rows learn at this many times --lr (default 1)")
+    p.add_argument("--new-token-lr-scale", type=float, default=10.0,
+                   help="the added tokens' embedding rows learn at this many times --lr (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-len", type=int, default=512, help="longest training sequence in tokens (default 512)")
     p.add_argument("--system", default=None, help="system prompt to put before each 'prompt' (default: none)")

@@ -49,7 +49,7 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     best = ["--whole-words", "--new-token-lr-scale", str(args.new_token_lr_scale)]
     for out, extra in ((enriched, best), (baseline, ["--no-enrich"])):
         if not out.exists():
-            print(f"building {out} (tools.enrich {' '.join(extra) or 'with enrichment'})", file=sys.stderr)
+            print(f"building {out} (tools.enrich {' '.join(extra)})", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "tools.enrich", *common, "--out", str(out), *extra], check=True)
     return enriched, baseline
 

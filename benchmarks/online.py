@@ -258,7 +258,7 @@ def online_section(file_name: str, res: dict) -> list[str]:
         for r in sorted(task["runs"], key=lambda r: r["concurrency"]):
             lines.append(
                 f"| {r['concurrency']} | {r['method']} | {_f(r['request_throughput'])} | {_f(r['speedup_requests'])} | "
-                f"{_f(r.get('speedup_tokens'))} | {_f(r['median_ttft_ms'], 0)} | {_f(r['median_tpot_ms'], 1)} | {_f(r['median_itl_ms'], 1)} | "
+                f"{_f(r['speedup_tokens'])} | {_f(r['median_ttft_ms'], 0)} | {_f(r['median_tpot_ms'], 1)} | {_f(r['median_itl_ms'], 1)} | "
                 f"{_f(r['p99_e2el_ms'], 0)} | {_f(r['spec_decode'].get('mean_acceptance_length'))} | "
                 f"{_f(r['task_score'])} | {r['same_as_baseline']}/{r['num_requests']} | {r['failed']} |"
             )

@@ -45,22 +45,44 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "packages": versions}
 
 
+def tasc_variant(method: str) -> tuple[str, dict]:
+    """``tasc@threshold=0.2+calibrate=0`` -> ("tasc", {"TASC_THRESHOLD": "0.2", "TASC_CALIBRATE": "0"}):
+    TASC-spec with other settings, measured side by side with its defaults."""
+    from tasc_vllm.config import env_name, load_config
+
+    base, _, spec = method.partition("@")
+    env = {}
+    for item in filter(None, spec.split("+")):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{method}: expected NAME=VALUE, got {item!r}")
+        env[env_name(name)] = value
+    if spec and base not in ("tasc", "tasc-self"):
+        raise ValueError(f"{method}: only tasc and tasc-self take settings")
+    unknown = [k for k in env if not hasattr(load_config({}), k[len("TASC_"):].lower())]
+    if unknown:
+        raise ValueError(f"{method}: unknown TASC setting(s) {unknown}")
+    load_config(env)  # a bad value fails here, before any engine starts
+    return base, env
+
+
 def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dict]:
     """One engine for ``method`` over ``common["batch_sizes"]``: one result per batch size."""
     from tasc_vllm.runner import run_in_subprocess
 
     spec = dict(common)
+    base, variant_env = tasc_variant(method)
     if method.startswith("suffix"):
         spec["method"] = "suffix"
         if method == "suffix-warm":
             spec["train_prompt_token_ids"] = task_ctx["train_prompts"]
             spec["train_max_tokens"] = task_ctx["max_tokens"]
-    elif method in ("tasc", "tasc-self"):
+    elif base in ("tasc", "tasc-self"):
         spec["method"] = "tasc"
-        stats = Path(task_ctx["dir"]) / f"tasc-stats-{method}.json"
+        stats = Path(task_ctx["dir"]) / f"tasc-stats-{method.replace('/', '_')}.json"
         stats.unlink(missing_ok=True)
-        index = task_ctx["index"] if method == "tasc" else task_ctx["self_index"]
-        spec["env"] = {"TASC_INDEX": index, "TASC_STATS_PATH": str(stats)}
+        index = task_ctx["index"] if base == "tasc" else task_ctx["self_index"]
+        spec["env"] = {**variant_env, "TASC_INDEX": index, "TASC_STATS_PATH": str(stats)}
     elif method == "oracle":
         spec["method"] = "oracle"
         spec["env"] = {"TASC_ORACLE_FILE": task_ctx["oracle"]}
@@ -69,6 +91,10 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
     runs = run_in_subprocess(spec, log_path=log)["runs"]
     for r in runs:
         r["method"] = method
+        if spec["method"] == "tasc":  # the exact settings, since defaults change between versions
+            from tasc_vllm.config import load_config
+
+            r["tasc_settings"] = load_config({**os.environ, **spec["env"]}).to_dict()
     return runs
 
 
@@ -101,7 +127,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         "train_prompts": render_prompts(tokenizer, [e.messages for e in train]),
         "max_tokens": task.max_tokens,
     }
-    if "tasc-self" in args.methods:
+    if any(tasc_variant(m)[0] == "tasc-self" for m in args.methods):
         # the model's own outputs on the train prompts: what a deployed server would log
         bar.set_description(f"{task_name}: model outputs on train prompts")
         own = run_in_subprocess({
@@ -156,7 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a small subset for development (usaddress, batch 1 and 16, 12 prompts)")
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
     p.add_argument("--batches", default="1,4,16,64")
-    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help="comma-separated; tasc@NAME=V+NAME=V measures TASC-spec with other settings")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per task")
     p.add_argument("--warm-prompts", type=int, default=64, help="train prompts that warm suffix decoding")
     p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
@@ -169,9 +196,15 @@ def main(argv=None) -> int:
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.methods = [m for m in args.methods.split(",") if m]
-    unknown = set(args.methods) - set(ALL_METHODS)
+    from tasc_vllm.errors import TascError
+
+    try:
+        unknown = {m for m in args.methods if tasc_variant(m)[0] not in ALL_METHODS}
+    except (ValueError, TascError) as e:
+        p.error(str(e))
     if unknown:
-        p.error(f"unknown method(s) {sorted(unknown)}; known: {', '.join(ALL_METHODS)}")
+        p.error(f"unknown method(s) {sorted(unknown)}; known: {', '.join(ALL_METHODS)} "
+                "(tasc and tasc-self take settings: tasc@threshold=0.2+calibrate=0)")
 
     from transformers import AutoTokenizer
 

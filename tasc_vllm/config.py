@@ -24,7 +24,8 @@ class TascConfig:
     alpha: float = 1.0  # TASC_ALPHA: corpus smoothing, p = count / (total + alpha)
     gamma: float = 2.0  # TASC_GAMMA: context confidence, p = m / (m + gamma)
     threshold: float = 0.1  # TASC_THRESHOLD: stop drafting when the draft's confidence < this
-    step_overhead: float = 1.5  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
+    step_overhead: float = 6.0  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
+    calibrate: int = 1  # TASC_CALIBRATE: learn while serving how often each source is right (1), and drafts too (2); 0: off
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
     stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
     learn_entries: int = 1_000_000  # TASC_LEARN_ENTRIES: room for contexts learned while serving (0: off)
@@ -43,6 +44,7 @@ class TascConfig:
             (0.0 <= self.threshold <= 1.0, "threshold must be in 0..1"),
             (self.step_overhead >= 0.0, "step_overhead must be >= 0"),
             (self.min_count >= 1, "min_count must be >= 1"),
+            (self.calibrate in (0, 1, 2), "calibrate must be 0, 1 or 2"),
             (0 <= self.learn_entries <= 1_000_000_000, "learn_entries must be in 0..1e9"),
         ]
         for ok, msg in checks:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tasc_vllm.calibration import LastDrafts, new_calibration, observe_batch
 from tasc_vllm.config import TascConfig, load_config
 from tasc_vllm.drafting import draft_batch
 from tasc_vllm.errors import TascError
@@ -83,10 +84,15 @@ class TascProposer:
             if self.cfg.learned_path:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
         self.vocab_size = int(model_config.get_vocab_size())
+        self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
         self._out = np.zeros((max_rows, max(self.k, 1)), dtype=np.int32)
         self._out_len = np.zeros(max_rows, dtype=np.int32)
+        self._out_conf = np.zeros((max_rows, max(self.k, 1)), dtype=np.float64)
+        self._last_drafts = LastDrafts(max_rows, max(self.k, 1))
+        self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0,
+                      "learned": 0, "learned_contexts": 0, "scored_drafts": 0}
         self._warm_up()
         self.load_seconds = time.perf_counter() - t0
         logger.info(
@@ -103,8 +109,6 @@ class TascProposer:
         )
         self._error_logged = False
         self._fault_every = int(os.environ.get(FAULT_ENV, "0") or 0)
-        self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0,
-                      "learned": 0, "learned_contexts": 0}
         self._stats_written = 0.0
 
     def _params(self, rows: int = 1):
@@ -113,7 +117,7 @@ class TascProposer:
         return (
             t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
             c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
-            c.threshold_for(rows), self.vocab_size,
+            c.threshold_for(rows), self.vocab_size, self.calibration,
         )
 
     def _warm_up(self) -> None:
@@ -121,14 +125,23 @@ class TascProposer:
         for dtype in (np.int32, np.int64):
             toks = np.zeros((1, 8), dtype=dtype)
             draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
-                        *self._params(), self._out[:1], self._out_len[:1])
-            if self._used is not None:  # zero new tokens: compiles, learns nothing
-                self._learn(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks)
+                        *self._params(), self._out[:1], self._out_len[:1], self._out_conf[:1])
+            # zero new tokens: compiles, learns nothing
+            self._observe(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks)
 
-    def _learn(self, rows, lengths, new_tokens, token_ids) -> int:
-        t = self.table
-        return learn_batch(rows, lengths, new_tokens, token_ids, self.cfg.max_order, t.slots, t.keys, t.nexts,
-                           t.counts, t.totals, self._used)
+    def _observe(self, rows, lengths, new_tokens, token_ids) -> None:
+        """Score the sources on the new tokens (calibration), then count them (learning)."""
+        c, t = self.cfg, self.table
+        if c.calibrate >= 2:
+            self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
+                                                                   self.calibration)
+        if c.calibrate:
+            observe_batch(rows, lengths, new_tokens, token_ids, t.slots, t.keys, t.nexts, t.counts, t.totals,
+                          c.max_order, c.context_min_order, c.context_max_order, c.alpha, self.calibration)
+        if self._used is not None:
+            self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, c.max_order, t.slots,
+                                                     t.keys, t.nexts, t.counts, t.totals, self._used))
+            self.stats["learned_contexts"] = int(self._used[0]) - self._corpus_entries
 
     def load_model(self, *args, **kwargs) -> None:
         """No draft model to load."""
@@ -171,8 +184,8 @@ class TascProposer:
             raise RuntimeError(f"injected test fault ({FAULT_ENV}={self._fault_every})")
         n = len(sampled_token_ids)
         lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
-        if self._used is not None:
-            self._learn_new_tokens(sampled_token_ids, lengths, token_ids_cpu)
+        if self.cfg.calibrate or self._used is not None:
+            self._observe_new_tokens(sampled_token_ids, lengths, token_ids_cpu)
         rows, limits = [], []
         for i in range(n):
             if not len(sampled_token_ids[i]):
@@ -182,16 +195,18 @@ class TascProposer:
                 rows.append(i)
                 limits.append(limit)
         drafts: list[list[int]] = [[] for _ in range(n)]
-        if not rows:
-            return drafts
         m = len(rows)
         if m > self._out.shape[0]:
             self._out = np.zeros((m, self._out.shape[1]), dtype=np.int32)
             self._out_len = np.zeros(m, dtype=np.int32)
+            self._out_conf = np.zeros((m, self._out.shape[1]), dtype=np.float64)
         rows_arr = np.asarray(rows, dtype=np.int64)
-        draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
-                    *self._params(n), self._out, self._out_len)
+        if m:
+            draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
+                        *self._params(n), self._out, self._out_len, self._out_conf)
         out, out_len = self._out, self._out_len
+        if self.cfg.calibrate >= 2:
+            self._last_drafts.remember(n, rows_arr, lengths, out, out_len, self._out_conf)
         for j, r in enumerate(rows):
             L = int(out_len[j])
             if L:
@@ -200,15 +215,14 @@ class TascProposer:
                 self.stats["draft_tokens"] += L
         return drafts
 
-    def _learn_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu) -> None:
-        """Count the tokens each row gained this step (the ends of their contexts)."""
+    def _observe_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu) -> None:
+        """Observe the tokens each row gained this step (the ends of their contexts)."""
         gained = [(i, len(s)) for i, s in enumerate(sampled_token_ids) if len(s)]
         if not gained:
             return
         rows = np.fromiter((i for i, _ in gained), dtype=np.int64, count=len(gained))
         new = np.fromiter((g for _, g in gained), dtype=np.int64, count=len(gained))
-        self.stats["learned"] += int(self._learn(rows, lengths, new, token_ids_cpu))
-        self.stats["learned_contexts"] = int(self._used[0]) - self._corpus_entries
+        self._observe(rows, lengths, new, token_ids_cpu)
 
     def _maybe_write_stats(self) -> None:
         now = time.monotonic()

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasc_vllm.calibration import LastDrafts, context_bucket, corpus_bucket, draft_bucket, new_calibration, observe_batch
 from tasc_vllm.drafting import draft_batch
 from tasc_vllm.ngram_table import TOP_K, build_table, context_key, lookup
 
@@ -31,7 +32,7 @@ def brute_force(texts, max_order):
     return stats
 
 
-def draft(table, ctx, limit, vocab=1000, **over):
+def draft(table, ctx, limit, vocab=1000, cal=None, **over):
     p = {**DEFAULTS, **over}
     tokens = np.array([ctx + [0] * 4], dtype=np.int32)
     out = np.zeros((1, max(limit, 1)), np.int32)
@@ -39,7 +40,7 @@ def draft(table, ctx, limit, vocab=1000, **over):
     draft_batch(
         np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
         table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], vocab, out, out_len,
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
 
@@ -133,7 +134,7 @@ def test_batch_rows_are_independent():
     p = DEFAULTS
     draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
                 table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 100, out, out_len)
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 100, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -206,3 +207,82 @@ def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
     assert 5 in table.nexts[e] and int(table.totals[e]) == 6
     counts = {int(t): int(c) for t, c in zip(table.nexts[e], table.counts[e])}
     assert counts[4] == 2 and counts[5] == 1
+
+
+def observe(table, row, new, cal, max_order=3):
+    tokens = np.array([row], dtype=np.int32)
+    observe_batch(np.array([0]), np.array([len(row)], np.int32), np.array([new]), tokens, table.slots, table.keys,
+                  table.nexts, table.counts, table.totals, max_order, 1, 8, 1.0, cal)
+
+
+def test_calibration_scores_each_sources_guess_in_its_bucket():
+    table = build_table(corpus_array([[1, 2, 3]] * 5), max_order=3)
+    cal = new_calibration()
+    # the last four tokens: 5 (nobody guesses), 1 (context: hit), 2 (corpus order 1: hit; context: hit),
+    # 4 (corpus "1 2" -> 3: miss; context "5 1 2" -> 3: miss)
+    observe(table, [5, 1, 2, 3, 5, 1, 2, 4], 4, cal)
+    p = 5 / 6  # count / (total + alpha)
+    expected = {corpus_bucket(1, p): (1, 1), corpus_bucket(2, p): (0, 1),
+                context_bucket(1): (1, 1), context_bucket(2): (1, 1), context_bucket(3): (0, 1)}
+    for b, (hits, trials) in expected.items():
+        assert (cal[0, b], cal[1, b]) == (hits, trials), b
+    assert cal[1].sum() == 5 and cal[0].sum() == 3
+
+
+def test_calibration_stops_drafts_from_a_source_that_keeps_missing():
+    table = build_table(corpus_array([[1, 2, 3]] * 5), max_order=3)
+    cal = new_calibration()
+    assert draft(table, [7, 1, 2], 1, cal=cal, threshold=0.5, wx=0.0) == [3]  # empty score: the formula, 5/6
+    for _ in range(10):  # the model keeps writing 4 after "1 2"
+        observe(table, [5, 1, 2, 3, 5, 1, 2, 4], 1, cal)
+    assert draft(table, [7, 1, 2], 1, cal=cal, threshold=0.5, wx=0.0) == []
+    assert draft(table, [7, 1, 2], 1, cal=cal, threshold=0.1, wx=0.0) == [3]  # still the best guess
+
+
+def test_drafts_are_scored_by_what_the_next_step_accepted():
+    cal = new_calibration()
+    last = LastDrafts(rows=2, k=4)
+    tokens = np.zeros((2, 16), dtype=np.int32)
+    tokens[0, :6] = [1, 2, 3, 7, 8, 9]
+    tokens[1, :6] = [1, 2, 3, 7, 5, 5]
+    # step t: both rows at length 3 draft [7, 8, 9, 4] with running confidences 0.9, 0.7, 0.5, 0.3
+    out = np.array([[7, 8, 9, 4]] * 2, dtype=np.int32)
+    conf = np.array([[0.9, 0.7, 0.5, 0.3]] * 2)
+    last.remember(2, np.array([0, 1]), np.array([3, 3], np.int32), out, np.array([4, 4], np.int32), conf)
+    # step t+1: row 0 accepted 7 8 9 and gained a fourth token of its own (4 tokens, length 7);
+    # row 1 shows a length that does not follow from its draft (another request took the row)
+    lengths = np.array([7, 9], np.int32)
+    tokens[0, 6] = 6
+    scored = last.score(np.array([0, 1]), lengths, np.array([4, 2]), tokens, cal)
+    assert scored == 1
+    for c, hit in [(0.9, 1), (0.7, 1), (0.5, 1), (0.3, 0)]:
+        assert (cal[0, draft_bucket(c)], cal[1, draft_bucket(c)]) == (hit, 1)
+    assert last.score(np.array([0]), lengths, np.array([1]), tokens, cal) == 0  # scored once only
+
+
+def test_a_draft_whose_accepted_tokens_differ_is_not_scored():
+    cal = new_calibration()
+    last = LastDrafts(rows=1, k=2)
+    tokens = np.array([[1, 2, 3, 5, 6, 0]], dtype=np.int32)
+    last.remember(1, np.array([0]), np.array([3], np.int32), np.array([[7, 8]], np.int32), np.array([2], np.int32),
+                  np.array([[0.9, 0.8]]))
+    assert last.score(np.array([0]), np.array([5], np.int32), np.array([2]), tokens, cal) == 0
+    assert cal.sum() == 0
+
+
+def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
+    table = build_table(corpus_array([[1, 2, 3, 4, 5, 6, 7, 8]] * 5), max_order=3)
+    cal = new_calibration()
+    full = draft(table, [9, 1, 2], 6, cal=cal, threshold=0.3, wx=0.0)
+    assert full == [3, 4, 5, 6, 7, 8]
+    conf = np.zeros((1, 6))
+    out = np.zeros((1, 6), np.int32)
+    out_len = np.zeros(1, np.int32)
+    p = DEFAULTS
+    tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
+    draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
+                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 1000, cal, out, out_len, conf)
+    assert np.all(np.diff(conf[0]) <= 0)  # a running product
+    fourth = draft_bucket(conf[0, 3])
+    cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted
+    assert draft(table, [9, 1, 2], 6, cal=cal, threshold=0.3, wx=0.0) == [3, 4, 5]

@@ -257,6 +257,13 @@ def test_online_learning_drafts_what_the_server_generated_before(index_path, tok
     assert draft_after_prompt(static) != d
     assert learning.stats["learned"] > 0 and learning.stats["learned_contexts"] > 0
     assert static.stats["learned"] == 0
+    # both scored their sources on the served tokens; with calibrate=0 the score stays empty
+    assert learning.calibration[1].sum() > 0 and static.calibration[1].sum() > 0
+    uncalibrated = make(index_path, tokenizer, calibrate=0)
+    serve_once(uncalibrated)
+    assert uncalibrated.calibration.sum() == 0
+    with pytest.raises(TascError, match="calibrate must be 0, 1 or 2"):
+        load_config({"TASC_CALIBRATE": "3"})
     with pytest.raises(TascError, match="learn_entries must be in"):
         load_config({"TASC_LEARN_ENTRIES": "-1"})
 
@@ -305,3 +312,37 @@ def test_learning_is_saved_on_request_and_resumed_by_the_next_start(index_path, 
     with caplog.at_level("WARNING", logger="tasc_vllm"):
         assert draft(make(index_path, tokenizer, **opts)) != draft(first)
     assert "is unreadable" in caplog.text
+
+
+def test_draft_calibration_scores_each_draft_by_what_the_next_step_kept(index_path, tokenizer, isolated_cache):
+    """Drive the proposer as vLLM does (draft, verify greedily against a known answer, gain the
+    accepted tokens plus one): with calibrate=2 every draft is scored once, hits never exceed
+    trials, and a row taken over by another request is not scored."""
+    from tasc_vllm.calibration import DRAFT_BASE
+
+    text = OUTPUTS[0]
+    frame_prefix, _ = output_frame(tokenizer)
+    full = list(frame_prefix) + tokenizer.encode(text, add_special_tokens=False)
+    tok = np.zeros((1, 256), dtype=np.int32)
+    tok[0, : len(full)] = full
+    p = make(index_path, tokenizer, calibrate=2, threshold=0.0, step_overhead=0.0)
+    n, gained, drafts = len(frame_prefix) + 1, [full[len(frame_prefix)]], 0
+    while n < len(full):
+        (d,) = p.propose([gained], np.array([n], np.int32), tok)
+        drafts += bool(d)
+        a = 0
+        while a < len(d) and n + a < len(full) and d[a] == full[n + a]:
+            a += 1
+        g = min(a + 1, len(full) - n)
+        gained, n = full[n : n + g], n + g
+    p.propose([gained], np.array([n], np.int32), tok)
+    draft_cal = p.calibration[:, DRAFT_BASE:]
+    # the last step may be cut short by the end of the known answer (no token of the model's own)
+    assert drafts - 1 <= p.stats["scored_drafts"] <= drafts and drafts > 2
+    assert draft_cal[1].sum() <= p.stats["draft_tokens"]
+    assert np.all(draft_cal[0] <= draft_cal[1]) and draft_cal[0].sum() > 0
+    # another request in row 0: its length does not follow from the last draft, nothing is scored
+    (d,) = p.propose([[full[1]]], np.array([5], np.int32), tok)
+    before = p.stats["scored_drafts"]
+    p.propose([[full[5]]], np.array([40], np.int32), tok)
+    assert p.stats["scored_drafts"] == before

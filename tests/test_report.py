@@ -36,3 +36,45 @@ def test_committed_report_is_generated_from_the_committed_results(tmp_path, monk
         if path.name.startswith("replay-greedy-"):
             continue  # recorded outputs that benchmarks.replay drafts over: its input, not a result
         assert path.name in text or path.stem in text, path.name
+
+
+def test_tasc_variants_name_their_settings_and_bad_ones_fail_before_any_engine():
+    import pytest
+
+    from benchmarks.run import main, tasc_variant
+
+    assert tasc_variant("tasc") == ("tasc", {})
+    assert tasc_variant("ngram") == ("ngram", {})
+    assert tasc_variant("tasc@threshold=0.2+calibrate=0") == (
+        "tasc", {"TASC_THRESHOLD": "0.2", "TASC_CALIBRATE": "0"})
+    assert tasc_variant("tasc-self@step_overhead=6")[0] == "tasc-self"
+    for bad, message in [("tasc@thresold=0.2", "unknown TASC setting"), ("tasc@threshold", "expected NAME=VALUE"),
+                         ("ngram@threshold=0.2", "only tasc and tasc-self"), ("tasc@threshold=2", "threshold must be in"),
+                         ("tasc@calibrate=x", "calibrate must be int")]:
+        with pytest.raises(Exception, match=message):
+            tasc_variant(bad)
+    with pytest.raises(SystemExit):
+        main(["--methods", "none,tasc@threshold=high"])
+    with pytest.raises(SystemExit):
+        main(["--methods", "none,magic"])
+
+
+def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
+    import json
+
+    import pytest
+
+    from benchmarks.rescore import rescore
+    from tasc_vllm.tasks import get_task
+
+    test = get_task("usaddress").load("test")[:2]
+    runs = [{"method": "none", "batch_size": 1, "task_score": 0.0, "texts": [test[0].reference, "not json"]}]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"tasks": [{"task": "usaddress", "num_prompts": 2, "runs": runs}]}))
+    assert rescore(path) == [("usaddress", "none", 1, 0.0, 0.5)]
+    data = json.loads(path.read_text())
+    assert data["tasks"][0]["runs"][0]["task_score"] == 0.5 and "rescored_unix" in data
+    runs[0]["texts"] = ["only one"]
+    path.write_text(json.dumps({"tasks": [{"task": "usaddress", "num_prompts": 2, "runs": runs}]}))
+    with pytest.raises(SystemExit, match="1 outputs for 2 prompts"):
+        rescore(path)

@@ -328,6 +328,8 @@ def test_humaneval_scoring_tolerance_and_failures():
         "Here it is:\n```python\n" + body + "```\nHope this helps.": 1.0,
         unindented: 1.0,
         full: 1.0,
+        full + "```\n\nThis implementation compares every pair.": 1.0,  # a closing fence only
+        body + "```\nDone.": 1.0,
         "```python\nfrom typing import List\n\n\n" + full + "```": 1.0,
         "    return False\n": 0.0,
         "": 0.0,

@@ -62,7 +62,13 @@ _FENCED_BLOCK_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)(?:```|\Z)", re.D
 
 
 def extract_code(output: str) -> str:
-    """The code of a model answer: the first fenced block if there is one, else the answer."""
+    """The code of a model answer: when the answer starts with code and then closes a fence it
+    never opened (its prompt ended inside one), what comes before that fence; else the first
+    fenced block if there is one; else the answer."""
+    head, fence, rest = output.partition("```")
+    bare = not rest[:1].strip()  # a closing fence carries no language tag
+    if fence and bare and head.strip() and output.count("```") % 2 == 1:
+        return head
     m = _FENCED_BLOCK_RE.search(output)
     return m.group(1) if m else output
 

@@ -1,0 +1,57 @@
+"""Score the outputs stored in benchmark results again, with the current task scorers.
+
+    python -m benchmarks.rescore benchmarks/results/NAME.json [...]
+
+Every run keeps its output texts, so a corrected scorer can be applied without running any
+engine again.  Rewrites ``task_score`` for each run, records when, and regenerates
+``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
+    from tasc_vllm.tasks import get_task
+
+    data = json.loads(path.read_text())
+    changes = []
+    for t in data.get("tasks", []):
+        task = get_task(t["task"])
+        test = task.load("test")[: t["num_prompts"]]
+        for r in t["runs"]:
+            if len(r["texts"]) != len(test):
+                raise SystemExit(f"{path}: {t['task']} {r['method']} has {len(r['texts'])} outputs for {len(test)} prompts")
+            new = sum(task.score(e, x) for e, x in zip(test, r["texts"])) / len(test)
+            changes.append((t["task"], r["method"], r["batch_size"], r.get("task_score"), new))
+            r["task_score"] = new
+    data["rescored_unix"] = int(time.time())
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+    return changes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    for path in args.results:
+        if not path.is_file():
+            p.error(f"{path}: no such file")
+        for task, method, batch, old, new in rescore(path):
+            if old != new:
+                print(f"{path.name}: {task} {method} batch {batch}: {old} -> {new:.3f}")
+    from benchmarks.report import write_report
+
+    print(f"wrote {write_report()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

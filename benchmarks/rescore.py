@@ -19,9 +19,17 @@ from pathlib import Path
 def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
     from tasc_vllm.tasks import get_task
 
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: not a readable results file ({e})") from None
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    is_speed_run = (isinstance(data, dict) and not data.get("kind") and isinstance(tasks, list) and tasks
+                    and all(isinstance(t, dict) and {"task", "num_prompts", "runs"} <= t.keys() for t in tasks))
+    if not is_speed_run:
+        raise SystemExit(f"{path}: not an offline speed run of benchmarks.run (no per-task outputs to score)")
     changes = []
-    for t in data.get("tasks", []):
+    for t in tasks:
         task = get_task(t["task"])
         test = task.load("test")[: t["num_prompts"]]
         for r in t["runs"]:

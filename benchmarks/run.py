@@ -48,7 +48,9 @@ def machine() -> dict:
 def tasc_variant(method: str) -> tuple[str, dict]:
     """``tasc@threshold=0.2+calibrate=0`` -> ("tasc", {"TASC_THRESHOLD": "0.2", "TASC_CALIBRATE": "0"}):
     TASC-spec with other settings, measured side by side with its defaults."""
-    from tasc_vllm.config import env_name, load_config
+    from dataclasses import fields
+
+    from tasc_vllm.config import TascConfig, env_name, load_config
 
     base, _, spec = method.partition("@")
     env = {}
@@ -59,7 +61,8 @@ def tasc_variant(method: str) -> tuple[str, dict]:
         env[env_name(name)] = value
     if spec and base not in ("tasc", "tasc-self"):
         raise ValueError(f"{method}: only tasc and tasc-self take settings")
-    unknown = [k for k in env if not hasattr(load_config({}), k[len("TASC_"):].lower())]
+    known = {env_name(f.name) for f in fields(TascConfig)}
+    unknown = [k for k in env if k not in known]
     if unknown:
         raise ValueError(f"{method}: unknown TASC setting(s) {unknown}")
     load_config(env)  # a bad value fails here, before any engine starts

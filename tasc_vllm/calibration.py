@@ -42,11 +42,14 @@ def new_calibration() -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
+def _bin(p, bins):
+    """Which of ``bins`` equal parts of 0..1 holds ``p`` (1.0 in the last)."""
+    return min(int(p * bins), bins - 1)
+
+
+@njit(cache=True, inline="always")
 def corpus_bucket(order, p):
-    b = int(p * PROB_BINS)
-    if b >= PROB_BINS:
-        b = PROB_BINS - 1
-    return (order - 1) * PROB_BINS + b
+    return (order - 1) * PROB_BINS + _bin(p, PROB_BINS)
 
 
 @njit(cache=True, inline="always")
@@ -56,10 +59,7 @@ def context_bucket(m):
 
 @njit(cache=True, inline="always")
 def draft_bucket(confidence):
-    b = int(confidence * DRAFT_BINS)
-    if b >= DRAFT_BINS:
-        b = DRAFT_BINS - 1
-    return DRAFT_BASE + b
+    return DRAFT_BASE + _bin(confidence, DRAFT_BINS)
 
 
 @njit(cache=True, inline="always")

@@ -78,3 +78,9 @@ def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
     path.write_text(json.dumps({"tasks": [{"task": "usaddress", "num_prompts": 2, "runs": runs}]}))
     with pytest.raises(SystemExit, match="1 outputs for 2 prompts"):
         rescore(path)
+    # other result files (online, scaling) and broken ones are refused, and left as they were
+    for text in ['{"kind": "online", "tasks": [{"task": "usaddress"}]}', '{"points": []}', "{not json"]:
+        path.write_text(text)
+        with pytest.raises(SystemExit, match="r.json: not a"):
+            rescore(path)
+        assert path.read_text() == text

@@ -40,9 +40,10 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     export_jsonl(task_name, "train", train)
     export_jsonl(task_name, "test", test)
     common = ["--data", str(train), "--check-data", str(test), "--rounds", str(args.rounds),
-              "--steps-per-round", str(args.steps_per_round), "--tokens-per-round", str(args.tokens_per_round)]
+              "--steps-per-round", str(args.steps_per_round), "--tokens-per-round", str(args.tokens_per_round),
+              "--length-group", str(args.length_group)] + (["--bf16"] if args.bf16 else [])
     # the folder names carry the settings, so a cached checkpoint is only reused for the same ones
-    steps = f"r{args.rounds}-s{args.steps_per_round}"
+    steps = f"r{args.rounds}-s{args.steps_per_round}-g{args.length_group}" + ("-bf16" if args.bf16 else "")
     enriched = folder / f"enriched-{steps}-t{args.tokens_per_round}-whole-words-lr{args.new_token_lr_scale:g}"
     baseline = folder / f"baseline-{steps}"
     # the enrichment settings measured best (README, TASC-ft); the baseline shares all training settings
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens-per-round", type=int, default=32, help="when building: new tokens per round")
     p.add_argument("--new-token-lr-scale", type=float, default=10.0,
                    help="when building: learning-rate scale of the new token rows (default 10)")
+    p.add_argument("--length-group", type=int, default=16, help="when building: tools.enrich --length-group")
+    p.add_argument("--bf16", action="store_true", help="when building: train under bfloat16 autocast")
     p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)

@@ -239,6 +239,27 @@ def test_lr_schedule_and_batch_order():
     assert batch_order(10, 7, 4, seed=3) == order and batch_order(10, 7, 4, seed=4) != order
 
 
+def test_batch_order_groups_by_length():
+    lengths = [(i * 37) % 101 for i in range(64)]
+    plain = batch_order(64, 16, 4, seed=1)
+    grouped = batch_order(64, 16, 4, seed=1, lengths=lengths, group=8)
+    assert len(grouped) == 16 and all(len(b) == 4 for b in grouped)
+    # the same examples per window of 8 batches (every example once per epoch), in other batches
+    for w in (0, 8):
+        assert sorted(i for b in grouped[w : w + 8] for i in b) == sorted(i for b in plain[w : w + 8] for i in b)
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(grouped) < padding(plain) / 4
+    # within a window, no two batches overlap in length range
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in grouped[:8])
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert batch_order(64, 16, 4, seed=1, lengths=lengths, group=1) == plain
+    with pytest.raises(TascError, match="lengths"):
+        batch_order(64, 16, 4, seed=1, lengths=lengths[:-1])
+
+
 def _tiny_llama(tied: bool):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -292,3 +313,22 @@ def test_encode_samples_frames_the_answer(fresh_tokenizer):
     assert fresh_tokenizer.decode(s.prompt_ids).endswith("<|im_start|>assistant\n")
     (short,) = encode_samples(fresh_tokenizer, ex, max_len=8)
     assert len(short.prompt_ids) + len(short.answer_ids) <= 8
+
+
+def test_bf16_autocast_keeps_float32_weights_and_learns():
+    import copy
+
+    import torch
+
+    from tools.finetune import _collate, answer_loss
+
+    model = _tiny_llama(tied=True)
+    samples = [Sample([1, 2, 3], [7, 8, 9, 5]), Sample([4, 5], [7, 8, 6])]
+    batch = _collate(samples, 0)
+    with torch.no_grad():
+        exact, approx = answer_loss(model, *batch), answer_loss(model, *batch, bf16=True)
+    assert approx.dtype == torch.float32 and abs(approx.item() - exact.item()) < 0.05 * exact.item()
+    trained = copy.deepcopy(model)
+    losses = train(trained, samples, steps=30, batch_size=2, lr=1e-2, seed=0, pad_id=0, progress=False, bf16=True)
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
+    assert losses[-1] < 0.5 * losses[0]

@@ -53,6 +53,8 @@ class Settings:
     new_token_lr_scale: float
     seed: int
     max_len: int
+    length_group: int
+    bf16: bool
 
     def fingerprint(self) -> dict:
         d = asdict(self)
@@ -68,6 +70,8 @@ def _check_args(args) -> None:
     for name in ("rounds", "tokens_per_round", "steps_per_round", "batch_size", "max_len"):
         if getattr(args, name) < 1:
             raise TascError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
+    if args.length_group < 0:
+        raise TascError(f"--length-group must be 0 or more (got {args.length_group})")
     if args.max_ngram < 2:
         raise TascError(f"--max-ngram must be at least 2 (got {args.max_ngram})")
     if args.min_count < 2:
@@ -229,6 +233,9 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
         seed=settings.seed + r, pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         desc=f"round {r}: training", progress=progress,
         new_rows_from=first_new, new_rows_lr_scale=settings.new_token_lr_scale,
+        # characters, not tokens: an enriched run and its --no-enrich baseline get the same batches
+        lengths=[len(e.output) + sum(len(m["content"]) for m in e.messages) for e in train],
+        length_group=settings.length_group, bf16=settings.bf16,
     )
     record.update(losses=losses, train_seconds=time.perf_counter() - t1, vocab_size=len(tokenizer))
     return record, model
@@ -390,6 +397,7 @@ def enrich(args) -> Path:
         min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only,
         steps_per_round=args.steps_per_round, batch_size=args.batch_size,
         lr=args.lr, new_token_lr_scale=args.new_token_lr_scale, seed=args.seed, max_len=args.max_len,
+        length_group=args.length_group, bf16=args.bf16,
     )
     base_tok = AutoTokenizer.from_pretrained(model_dir)
     _check_growth(len(base_tok), args)
@@ -481,6 +489,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-token-lr-scale", type=float, default=10.0,
                    help="the added tokens' embedding rows learn at this many times --lr (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--length-group", type=int, default=16,
+                   help="batches per window sorted by length, so a batch holds examples of similar "
+                        "length and little padding (default 16; 0 or 1: plain shuffle)")
+    p.add_argument("--bf16", action="store_true",
+                   help="forward pass under bfloat16 autocast (weights and optimizer stay float32); "
+                        "about 1.8x faster steps on CPUs with AVX512-BF16 or AMX")
     p.add_argument("--max-len", type=int, default=512, help="longest training sequence in tokens (default 512)")
     p.add_argument("--system", default=None, help="system prompt to put before each 'prompt' (default: none)")
     p.add_argument("--check-data", action="append", default=[],

@@ -52,15 +52,35 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-def batch_order(n: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Indices of each step's batch: consecutive epochs of a seeded shuffle."""
+def batch_order(n: int, steps: int, batch_size: int, seed: int, lengths: Sequence[float] | None = None,
+                group: int = 16) -> list[list[int]]:
+    """Indices of each step's batch: consecutive epochs of a seeded shuffle.
+
+    With ``lengths``, every window of ``group`` batches of that shuffle is sorted by length
+    and cut into batches, whose order within the window is shuffled again: a batch then holds
+    examples of similar length, so little of it is padding, and every example is still seen
+    once per epoch.  Give lengths that do not depend on the vocabulary (characters), so an
+    enriched run and its ``--no-enrich`` baseline see the same batches.
+    """
     rng = random.Random(seed)
     order: list[int] = []
     while len(order) < steps * batch_size:
         epoch = list(range(n))
         rng.shuffle(epoch)
         order.extend(epoch)
-    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+    order = order[: steps * batch_size]
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
+    if lengths is None or group <= 1:
+        return batches
+    if len(lengths) != n:
+        raise TascError(f"batch_order got {len(lengths)} lengths for {n} examples")
+    grouped: list[list[int]] = []
+    for w in range(0, steps, group):
+        window = sorted((i for b in batches[w : w + group] for i in b), key=lambda i: lengths[i])
+        cut = [window[j : j + batch_size] for j in range(0, len(window), batch_size)]
+        rng.shuffle(cut)
+        grouped.extend(cut)
+    return grouped
 
 
 def _collate(samples: Sequence[Sample], pad_id: int):
@@ -80,13 +100,18 @@ def _collate(samples: Sequence[Sample], pad_id: int):
     return ids, mask, target
 
 
-def answer_loss(model, ids, mask, target):
-    """Mean cross-entropy over the answer tokens only."""
+def answer_loss(model, ids, mask, target, bf16: bool = False):
+    """Mean cross-entropy over the answer tokens only.
+
+    With ``bf16`` the forward pass runs under CPU autocast: matrix products in bfloat16,
+    weights, gradients and optimizer state stay float32.
+    """
     import torch
 
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-    where = target != -100
-    logits = model.get_output_embeddings()(hidden[where]).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        where = target != -100
+        logits = model.get_output_embeddings()(hidden[where]).float()
     return torch.nn.functional.cross_entropy(logits, target[where])
 
 
@@ -123,11 +148,14 @@ class RowStepScale:
 
 def train(model, samples: Sequence[Sample], *, steps: int, batch_size: int, lr: float, seed: int,
           pad_id: int, warmup: int | None = None, desc: str = "training", progress: bool = True,
-          new_rows_from: int | None = None, new_rows_lr_scale: float = 1.0) -> list[float]:
+          new_rows_from: int | None = None, new_rows_lr_scale: float = 1.0,
+          lengths: Sequence[float] | None = None, length_group: int = 16, bf16: bool = False) -> list[float]:
     """Fine-tune ``model`` in place for ``steps`` AdamW steps; returns the loss of every step.
 
     With ``new_rows_from``, the embedding rows from that id on (the tokens TASC-ft added)
     learn at ``new_rows_lr_scale`` times the learning rate of the rest of the model.
+    ``lengths`` and ``length_group`` group batches by length (see ``batch_order``); ``bf16``
+    runs the forward pass under bfloat16 autocast.
     """
     import torch
     from tqdm.auto import tqdm
@@ -144,11 +172,12 @@ def train(model, samples: Sequence[Sample], *, steps: int, batch_size: int, lr: 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
     losses: list[float] = []
-    bar = tqdm(batch_order(len(samples), steps, batch_size, seed), desc=desc, unit="step", disable=not progress)
+    batches = batch_order(len(samples), steps, batch_size, seed, lengths, length_group)
+    bar = tqdm(batches, desc=desc, unit="step", disable=not progress)
     for step, idx in enumerate(bar):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        loss = answer_loss(model, *_collate([samples[i] for i in idx], pad_id))
+        loss = answer_loss(model, *_collate([samples[i] for i in idx], pad_id), bf16=bf16)
         if not torch.isfinite(loss):
             raise TascError(f"training diverged at step {step + 1} (loss {loss.item()}); lower --lr")
         loss.backward()

@@ -25,6 +25,7 @@ class TascConfig:
     gamma: float = 2.0  # TASC_GAMMA: context confidence, p = m / (m + gamma)
     threshold: float = 0.1  # TASC_THRESHOLD: stop drafting when the draft's confidence < this
     step_overhead: float = 6.0  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
+    stop_rule: str = "yield"  # TASC_STOP_RULE: "yield" (a token must raise the draft's yield per cost) or "first" (every token must pass the first's bar)
     calibrate: int = 1  # TASC_CALIBRATE: learn while serving how often each source is right (1), and drafts too (2); 0: off
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
     stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
@@ -43,6 +44,7 @@ class TascConfig:
             (self.gamma > 0.0, "gamma must be > 0"),
             (0.0 <= self.threshold <= 1.0, "threshold must be in 0..1"),
             (self.step_overhead >= 0.0, "step_overhead must be >= 0"),
+            (self.stop_rule in ("yield", "first"), f"stop_rule must be 'yield' or 'first' (got {self.stop_rule!r})"),
             (self.min_count >= 1, "min_count must be >= 1"),
             (self.calibrate in (0, 1, 2), "calibrate must be 0, 1 or 2"),
             (0 <= self.learn_entries <= 1_000_000_000, "learn_entries must be in 0..1e9"),
@@ -67,6 +69,13 @@ class TascConfig:
         if self.step_overhead <= 0.0 or rows <= 0:
             return self.threshold
         return max(self.threshold, rows / (rows + self.step_overhead))
+
+    def step_cost(self, rows: int) -> float:
+        """A step's cost per row in verified tokens, ``step_overhead / rows + 1``, for the
+        "yield" stop rule (0: the rule is off and every token faces ``threshold_for``)."""
+        if self.stop_rule != "yield" or self.step_overhead <= 0.0 or rows <= 0:
+            return 0.0
+        return self.step_overhead / rows + 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,8 +14,10 @@ the proposer has seen how often each kind of guess is right on this task, it use
 
 Each candidate scores ``1 - (1 - wc * pc) * (1 - wx * px)`` (either source may vouch for
 it), the scores are normalised when they conflict, and drafting stops as soon as the running
-product of the chosen tokens' confidences falls under ``threshold``: long drafts where the
-statistics are sharp, none where they are not. The draft may switch source at any position.
+product of the chosen tokens' confidences (the chance the whole draft so far is accepted)
+falls under ``threshold`` or, with a step cost, stops paying for its verification: long
+drafts where the statistics are sharp, none where they are not. The draft may switch source
+at any position.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def draft_one(
     alpha,
     gamma,
     threshold,
+    step_cost,
     vocab_size,
     cal,
     out,
@@ -53,9 +56,15 @@ def draft_one(
 ):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's running
     confidence after each token in ``out_conf``; returns how many. ``cal``: the calibration
-    score (:func:`tasc_vllm.calibration.new_calibration`)."""
+    score (:func:`tasc_vllm.calibration.new_calibration`).
+
+    With ``step_cost`` > 0 (a step's cost per row, in verified tokens) a token is drafted only
+    while it raises the draft's expected yield per unit of cost: its chance of acceptance
+    must beat ``expected tokens so far / (step_cost + tokens drafted so far)``.  The first
+    token's bar is ``1 / step_cost``; later ones must beat the draft's running average."""
     n_draft = 0
     cum = 1.0
+    expected = 1.0  # tokens the step yields: the verified token plus the draft's expected accepted ones
     cand_tok = np.empty(TOP_K + 1, dtype=np.int64)
     cand_score = np.empty(TOP_K + 1, dtype=np.float64)
     ptr, mlen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order)
@@ -104,8 +113,13 @@ def draft_one(
             conf = conf / ssum
         cum *= conf
         t_best = cand_tok[best]
-        if calibrated(cal, draft_bucket(cum), cum) < threshold or t_best < 0 or t_best >= vocab_size:
+        q = calibrated(cal, draft_bucket(cum), cum)
+        need = threshold
+        if step_cost > 0.0:
+            need = max(threshold, expected / (step_cost + n_draft))
+        if q < need or t_best < 0 or t_best >= vocab_size:
             break
+        expected += q
         out[n_draft] = t_best
         out_conf[n_draft] = cum
         n_draft += 1
@@ -137,6 +151,7 @@ def draft_batch(
     alpha,
     gamma,
     threshold,
+    step_cost,
     vocab_size,
     cal,
     out,
@@ -164,6 +179,7 @@ def draft_batch(
             alpha,
             gamma,
             threshold,
+            step_cost,
             vocab_size,
             cal,
             out[i],

@@ -3,6 +3,7 @@
 from collections import Counter, defaultdict
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,7 @@ def draft(table, ctx, limit, vocab=1000, cal=None, **over):
     draft_batch(
         np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
         table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
 
@@ -134,7 +135,7 @@ def test_batch_rows_are_independent():
     p = DEFAULTS
     draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
                 table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 100, new_calibration(), out, out_len, np.zeros(out.shape))
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 100, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -281,8 +282,37 @@ def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
     p = DEFAULTS
     tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
     draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
-                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 1000, cal, out, out_len, conf)
+                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, cal, out, out_len, conf)
     assert np.all(np.diff(conf[0]) <= 0)  # a running product
     fourth = draft_bucket(conf[0, 3])
     cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted
     assert draft(table, [9, 1, 2], 6, cal=cal, threshold=0.3, wx=0.0) == [3, 4, 5]
+
+
+def test_the_yield_rule_stops_when_a_token_would_lower_the_drafts_yield_per_cost():
+    table = build_table(corpus_array([[1, 2, 3, 4, 5, 6, 7, 8]] * 5), max_order=3)
+    step_cost = 3.0
+    # every corpus guess is right 5 times in 6 (count / (total + alpha)): the draft's chance falls as 5/6 ** n
+    chances = [(5 / 6) ** n for n in range(1, 7)]
+    expected, length = 1.0, 0
+    for n, q in enumerate(chances):  # the rule, worked by hand: q must beat expected / (step_cost + n)
+        if q < expected / (step_cost + n):
+            break
+        expected, length = expected + q, n + 1
+    assert length == 3
+    first_rule = draft(table, [9, 1, 2], 6, wx=0.0, threshold=1 / step_cost)
+    yield_rule = draft(table, [9, 1, 2], 6, wx=0.0, threshold=1 / step_cost, step_cost=step_cost)
+    assert first_rule == [3, 4, 5, 6, 7, 8]  # every token beats the first token's bar of 1/3
+    assert yield_rule == first_rule[:length]
+
+
+def test_stop_rule_setting():
+    from tasc_vllm.config import TascConfig, load_config
+    from tasc_vllm.errors import TascError
+
+    assert TascConfig(step_overhead=6.0).step_cost(1) == 7.0
+    assert TascConfig(step_overhead=6.0).step_cost(4) == 2.5
+    assert TascConfig(step_overhead=6.0, stop_rule="first").step_cost(1) == 0.0
+    assert TascConfig(step_overhead=0.0).step_cost(1) == 0.0
+    with pytest.raises(TascError, match="stop_rule must be 'yield' or 'first'"):
+        load_config({"TASC_STOP_RULE": "longest"})

@@ -171,9 +171,10 @@ def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp
     index = write_index(outputs, tmp_path / "train.tasc")
     base = {"model": str(enriched), "max_tokens": 40, "return_token_ids": True,
             "messages": [{"role": "user", "content": "123 Main St Chicago IL 60601"}]}
-    bodies = [  # greedy over the new tokens only; sampled over new and ordinary tokens
+    bodies = [  # greedy over the new tokens only; sampled (four seeds) over new and ordinary tokens
         dict(base, temperature=0.0, allowed_token_ids=sorted(new_ids)),
-        dict(base, temperature=1.0, seed=1, allowed_token_ids=sorted(new_ids | set(ordinary))),
+        *(dict(base, temperature=1.0, seed=seed, allowed_token_ids=sorted(new_ids | set(ordinary)))
+          for seed in (1, 2, 3, 4)),
     ]
     got = []
     with serve(str(enriched), index, tmp_path, max_model_len=512, max_num_seqs=2) as srv:
@@ -192,10 +193,11 @@ def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp
             got.append((text, ids, whole))
         log = srv["log"].read_text(errors="replace")
     for text, ids, _ in got:
-        assert ids and new_ids & set(ids)
-        assert text == tok.decode(ids, skip_special_tokens=True)
+        assert ids and text == tok.decode(ids, skip_special_tokens=True)
+    assert new_ids & set(got[0][1])  # greedy over the new tokens emits them
     assert got[0][0] == got[0][2]  # greedy: streamed and whole answers agree (samples need not)
-    assert set(got[1][1]) - new_ids  # the sampled answer mixes in ordinary tokens
+    # a sample may happen to pick ordinary tokens only; some seed mixes both kinds
+    assert any(new_ids & set(ids) and set(ids) - new_ids for _, ids, _ in got[1:])
     assert "TASC index" in log
 
 

@@ -59,12 +59,14 @@ class TascConfig:
         return {"max_order": self.max_order, "min_count": self.min_count}
 
     def threshold_for(self, rows: int) -> float:
-        """The confidence a draft must keep when ``rows`` requests draft in one step.
+        """The confidence a draft's first token needs when ``rows`` requests draft in one step
+        (under the "first" stop rule, every token's).
 
-        A drafted token costs one verified token; accepted, it saves a step, whose cost per
-        request is ``step_overhead / rows + 1`` verified tokens.  Drafting on is worth it
-        while the draft's chance of acceptance beats ``rows / (rows + step_overhead)``,
-        which rises with the batch: big batches draft only what is nearly certain.
+        A drafted token costs one verified token; the first one, accepted, saves a step, whose
+        cost per request is ``step_overhead / rows + 1`` verified tokens.  So it is worth
+        drafting while its chance of acceptance beats ``rows / (rows + step_overhead)``,
+        which rises with the batch: big batches draft only what is nearly certain.  Later
+        tokens save only a share of a step: see ``step_cost`` and the "yield" rule.
         """
         if self.step_overhead <= 0.0 or rows <= 0:
             return self.threshold

@@ -44,10 +44,12 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
               "--length-group", str(args.length_group)] + (["--bf16"] if args.bf16 else [])
     # the folder names carry the settings, so a cached checkpoint is only reused for the same ones
     steps = f"r{args.rounds}-s{args.steps_per_round}-g{args.length_group}" + ("-bf16" if args.bf16 else "")
-    enriched = folder / f"enriched-{steps}-t{args.tokens_per_round}-whole-words-lr{args.new_token_lr_scale:g}"
+    rules = "-whole-words" + ("-json-values-out" if args.json_values_out else "")
+    enriched = folder / f"enriched-{steps}-t{args.tokens_per_round}{rules}-lr{args.new_token_lr_scale:g}"
     baseline = folder / f"baseline-{steps}"
     # the enrichment settings measured best (README, TASC-ft); the baseline shares all training settings
     best = ["--whole-words", "--new-token-lr-scale", str(args.new_token_lr_scale)]
+    best += ["--json-values-out"] if args.json_values_out else []
     for out, extra in ((enriched, best), (baseline, ["--no-enrich"])):
         if not out.exists():
             print(f"building {out} (tools.enrich {' '.join(extra)})", file=sys.stderr)
@@ -67,6 +69,8 @@ def main(argv=None) -> int:
                    help="when building: learning-rate scale of the new token rows (default 10)")
     p.add_argument("--length-group", type=int, default=16, help="when building: tools.enrich --length-group")
     p.add_argument("--bf16", action="store_true", help="when building: train under bfloat16 autocast")
+    p.add_argument("--json-values-out", action="store_true",
+                   help="when building: mine keys and punctuation only (tools.enrich --json-values-out)")
     p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)

@@ -84,7 +84,9 @@ def _ft_plot(res: dict) -> str:
 
 
 def _mining_rule(settings: dict) -> str:
-    rules = [flag for flag, key in (("--whole-words", "whole_words"), ("--structure-only", "structure_only")) if settings.get(key)]
+    flags = (("--whole-words", "whole_words"), ("--structure-only", "structure_only"),
+             ("--json-values-out", "json_values_out"))
+    rules = [flag for flag, key in flags if settings.get(key)]
     scale = settings.get("new_token_lr_scale", 1.0)
     rows = f" The new token rows learned at {scale:g}x the learning rate (`--new-token-lr-scale`)." if scale != 1.0 else ""
     if not rules:

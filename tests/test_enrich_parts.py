@@ -16,7 +16,15 @@ from tools.vocab_extend import (
     grow_embeddings,
     pad_vocabulary,
 )
-from tools.vocab_mining import _non_overlapping, all_of, keeps_words_whole, leaves_values_to_the_input, mine
+from tools.vocab_mining import (
+    _non_overlapping,
+    all_of,
+    json_value_mask,
+    keeps_json_values_out,
+    keeps_words_whole,
+    leaves_values_to_the_input,
+    mine,
+)
 
 # --------------------------------------------------------------------------- data
 
@@ -116,6 +124,33 @@ def test_leaves_values_to_the_input_rejects_picks_holding_words_of_their_own_pro
     assert not accept('"Springfield')
     # a word in some other example's prompt only does not count
     assert leaves_values_to_the_input([("Chicago", "x"), ("y", '"Springfield"')])('"Springfield"') is True
+
+
+def test_json_value_mask_marks_values_not_keys_or_punctuation():
+    text = '{"name": "f", "arguments": {"a": 5, "b": [1.5, true], "c": "x\\"y", "d": null}}'
+    mask = json_value_mask(text)
+    values = "".join(c if m else "_" for c, m in zip(text, mask)).replace("_", " ").split()
+    assert values == ["f", "5", "1.5", "true", 'x\\"y', "null"]
+    assert not any(mask[: text.index('"f"') + 1])  # '{"name": "' is structure
+    assert json_value_mask('{"AddressNumber": ""}') == [False] * len('{"AddressNumber": ""}')
+    assert json_value_mask("def f(x): return 5") is None  # not JSON: nothing to protect
+    assert json_value_mask('{"a": 1') is None
+
+
+def test_keeps_json_values_out_rejects_picks_that_fuse_values_with_structure():
+    outputs = [
+        '{"name": "get_weather", "arguments": {"location": "Paris", "days": 5}}',
+        '{"name": "solve", "arguments": {"year": 2020, "exact": true}}',
+        "print('5}}')",  # not JSON: constrains nothing
+    ]
+    accept = keeps_json_values_out(outputs)
+    for structure in ('", "arguments": {"', '{"name": "', '": "', '"}}', '", "days": ', '}}'):
+        assert accept(structure), structure
+    for fused in ('": 5}}', 'year": 2020', '"Paris"', 'get_weather", "', ': true}}', "5"):
+        assert not accept(fused), fused
+    assert accept("never seen")
+    # one occurrence inside a value is enough to refuse a pick
+    assert not keeps_json_values_out(['{"a": ", "}', '{"a": "x", "b": "y"}'])('", "')
 
 
 def test_all_of_needs_every_rule():
@@ -332,3 +367,18 @@ def test_bf16_autocast_keeps_float32_weights_and_learns():
     losses = train(trained, samples, steps=30, batch_size=2, lr=1e-2, seed=0, pad_id=0, progress=False, bf16=True)
     assert all(p.dtype == torch.float32 for p in trained.parameters())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_enrich_settings_pick_the_mining_rules_they_name():
+    from types import SimpleNamespace
+
+    from tools.enrich import _accept_rule
+    from tools.ft_data import FtExample
+
+    train = [FtExample([{"role": "user", "content": "weather in Paris"}],
+                       '{"name": "get_weather", "arguments": {"location": "Paris", "days": 5}}')]
+    rule = {"whole_words": False, "structure_only": False, "json_values_out": False}
+    assert _accept_rule(SimpleNamespace(**rule), train)('": 5}}')
+    assert not _accept_rule(SimpleNamespace(**rule | {"json_values_out": True}), train)('": 5}}')
+    assert _accept_rule(SimpleNamespace(**rule | {"json_values_out": True}), train)('", "days": ')
+    assert not _accept_rule(SimpleNamespace(**rule | {"whole_words": True}), train)('"get_wea')

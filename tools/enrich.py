@@ -47,6 +47,7 @@ class Settings:
     min_saving: float
     whole_words: bool
     structure_only: bool
+    json_values_out: bool
     steps_per_round: int
     batch_size: int
     lr: float
@@ -172,13 +173,15 @@ def _input_text(example) -> str:
 
 def _accept_rule(settings: Settings, train):
     """The mining filter the settings ask for (every pick passes when they ask for none)."""
-    from tools.vocab_mining import all_of, keeps_words_whole, leaves_values_to_the_input
+    from tools.vocab_mining import all_of, keeps_json_values_out, keeps_words_whole, leaves_values_to_the_input
 
     rules = []
     if settings.whole_words:
         rules.append(keeps_words_whole("\n".join(e.output for e in train)))
     if settings.structure_only:
         rules.append(leaves_values_to_the_input([(_input_text(e), e.output) for e in train]))
+    if settings.json_values_out:
+        rules.append(keeps_json_values_out([e.output for e in train]))
     return all_of(*rules)
 
 
@@ -395,6 +398,7 @@ def enrich(args) -> Path:
         check_data=tuple(file_sha256(p) for p in args.check_data), system=args.system, enrich=args.enrich,
         tokens_per_round=args.tokens_per_round, max_ngram=args.max_ngram, min_count=args.min_count,
         min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only,
+        json_values_out=args.json_values_out,
         steps_per_round=args.steps_per_round, batch_size=args.batch_size,
         lr=args.lr, new_token_lr_scale=args.new_token_lr_scale, seed=args.seed, max_len=args.max_len,
         length_group=args.length_group, bf16=args.bf16,
@@ -483,6 +487,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structure-only", action="store_true",
                    help="never pick an n-gram holding a word that the example's own input holds "
                         "(values the model should copy from the prompt stay out of the vocabulary)")
+    p.add_argument("--json-values-out", action="store_true",
+                   help="never pick an n-gram holding part of a JSON value (a string's contents, a number, "
+                        "true/false/null) where it occurs in a JSON output: keys and punctuation only")
     p.add_argument("--steps-per-round", type=int, default=150, help="fine-tuning steps per round (default 150)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")

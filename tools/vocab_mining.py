@@ -11,6 +11,8 @@ one ``np.unique`` per order over the corpus, never a Python loop over it; a cand
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -132,6 +134,63 @@ def leaves_values_to_the_input(examples: Sequence[tuple[str, str]]) -> Callable[
     def accept(text: str) -> bool:
         words = {w.lower() for w in word.findall(text)}
         return not words or not any(words & ins for ins, out in pairs if text in out)
+
+    return accept
+
+
+# a JSON string (and the colon after it, when it is a key) or a bare number or literal
+_JSON_LEXEME = re.compile(
+    r'(?P<str>"(?:[^"\\]|\\.)*")(?P<key>\s*:)?'
+    r"|(?P<lit>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)"
+)
+
+
+def json_value_mask(text: str) -> list[bool] | None:
+    """Which characters of ``text`` belong to a JSON value: a string's contents (not its
+    quotes) when the string is not a key, a number, ``true``/``false``/``null``.  None when
+    ``text`` is not JSON: then it has no values to protect."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return None
+    mask = [False] * len(text)
+    for m in _JSON_LEXEME.finditer(text):
+        if m.group("str") is not None:
+            if m.group("key") is None:
+                a, b = m.span("str")
+                mask[a + 1 : b - 1] = [True] * (b - a - 2)
+        else:
+            a, b = m.span("lit")
+            mask[a:b] = [True] * (b - a)
+    return mask
+
+
+def keeps_json_values_out(outputs: Sequence[str]) -> Callable[[str], bool]:
+    """An ``accept`` rule for :func:`mine`: a pick may not hold any character of a JSON value
+    (a string's contents, a number, ``true``/``false``/``null``) anywhere it occurs in the
+    outputs that are JSON.  Keys, quotes and punctuation stay eligible
+    (``'", "arguments": {"'``, ``'"}}'``); a value fused with the structure around it
+    (``'": 5}}'``, ``'year": 2020'``, ``'", "PlaceName": "Chicago'``) does not, since such a
+    token lets the frequent value stand in for the one the prompt gives.  Outputs that are
+    not JSON constrain nothing."""
+    corpus = "\n".join(outputs)
+    flags: list[bool] = []
+    for i, out in enumerate(outputs):
+        if i:
+            flags.append(False)
+        flags.extend(json_value_mask(out) or [False] * len(out))
+    # values_before[j]: value characters in corpus[:j], so a span is checked in O(1)
+    values_before = np.concatenate([[0], np.cumsum(np.asarray(flags, dtype=np.int64))])
+
+    def accept(text: str) -> bool:
+        start = 0
+        while True:
+            i = corpus.find(text, start)
+            if i < 0:
+                return True
+            if values_before[i + len(text)] > values_before[i]:
+                return False
+            start = i + 1
 
     return accept
 

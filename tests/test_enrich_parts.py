@@ -382,3 +382,20 @@ def test_enrich_settings_pick_the_mining_rules_they_name():
     assert not _accept_rule(SimpleNamespace(**rule | {"json_values_out": True}), train)('": 5}}')
     assert _accept_rule(SimpleNamespace(**rule | {"json_values_out": True}), train)('", "days": ')
     assert not _accept_rule(SimpleNamespace(**rule | {"whole_words": True}), train)('"get_wea')
+
+
+def test_mine_counts_each_candidate_once_while_the_corpus_stays_the_same(monkeypatch):
+    import tools.vocab_mining as vm
+
+    seen = []
+    real = vm._matches
+
+    def counting(flat, gram):
+        seen.append(tuple(int(x) for x in gram))
+        return real(flat, gram)
+
+    monkeypatch.setattr(vm, "_matches", counting)
+    seqs = [[1, 2, 3, 4, 1, 2, 3], [2, 3, 4, 5, 2, 3], [1, 2, 3, 4]]
+    # every candidate refused: the corpus never changes, so no gram is counted twice
+    assert vm.mine(seqs, 5, lambda ids: str(ids), accept=lambda text: False) == []
+    assert seen and len(seen) == len(set(seen))

@@ -74,27 +74,31 @@ def _count_order(flat: np.ndarray, n: int):
     return grams[order], counts[order]
 
 
-def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_count: int, counted=None):
+def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_count: int, counted, exact: dict):
     """The n-gram of order ``n`` with the largest non-overlapping count, as (count, gram),
     or None.  Overlapping counts (``counted``, from :func:`_count_order` on this ``flat``)
     bound the exact ones from above, so exact counts are taken only until no remaining
-    candidate can beat the best."""
-    counted = _count_order(flat, n) if counted is None else counted
+    candidate can beat the best; ``exact`` keeps them (gram -> count) while ``flat`` stays
+    the same.  Returns ``(best, skipped)``: ``skipped`` are the indices into ``counted`` of
+    banned grams passed over, for the caller to drop so the next search does not meet them."""
     if counted is None:
-        return None
+        return None, []
     grams, counts = counted
     best = None
+    skipped: list[int] = []
     for i in range(counts.size):
         if counts[i] < min_count or (best is not None and counts[i] <= best[0]):
             break
         gram = tuple(int(x) for x in grams[i])
         if gram in banned:
+            skipped.append(i)
             continue
-        # Overlapping counts overstate self-overlapping n-grams ("a a a"): count exactly.
-        exact = _non_overlapping(_matches(flat, grams[i]), n).size
-        if exact >= min_count and (best is None or exact > best[0]):
-            best = (exact, gram)
-    return best
+        if gram not in exact:
+            # Overlapping counts overstate self-overlapping n-grams ("a a a"): count exactly.
+            exact[gram] = _non_overlapping(_matches(flat, grams[i]), n).size
+        if exact[gram] >= min_count and (best is None or exact[gram] > best[0]):
+            best = (exact[gram], gram)
+    return best, skipped
 
 
 def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
@@ -230,13 +234,19 @@ def mine(
             out.extend(expansion.get(t, (t,)))
         return tuple(out)
 
-    counted: dict[int, tuple | None] = {}  # order -> _count_order(flat, order), until flat changes
+    # until flat changes: order -> _count_order(flat, order) less the banned grams met, and
+    # exact non-overlapping counts, so a refused pick costs no recount
+    counted: dict[int, tuple | None] = {}
+    exact: dict[tuple[int, ...], int] = {}
     while len(picks) < num_tokens:
         best = None
         for n in range(2, max_n + 1):
             if n not in counted:
                 counted[n] = _count_order(flat, n)
-            found = _best_of_order(flat, n, banned, min_count, counted[n])
+            found, skipped = _best_of_order(flat, n, banned, min_count, counted[n], exact)
+            if skipped:
+                grams, counts = counted[n]
+                counted[n] = (np.delete(grams, skipped, axis=0), np.delete(counts, skipped))
             if found is not None and (best is None or found[0] * (n - 1) > best[0]):
                 best = (found[0] * (n - 1), found[0], found[1])
         if best is None:
@@ -254,6 +264,7 @@ def mine(
         flat[starts] = next_symbol
         flat = flat[keep]
         counted.clear()
+        exact.clear()
         expansion[next_symbol] = ids
         next_symbol += 1
         picks.append(Candidate(text=text, ids=ids, count=count, saving=saving))

@@ -68,9 +68,10 @@ def main(argv=None) -> int:
     p.add_argument("--new-token-lr-scale", type=float, default=10.0,
                    help="when building: learning-rate scale of the new token rows (default 10)")
     p.add_argument("--length-group", type=int, default=16, help="when building: tools.enrich --length-group")
-    p.add_argument("--bf16", action="store_true", help="when building: train under bfloat16 autocast")
-    p.add_argument("--json-values-out", action="store_true",
-                   help="when building: mine keys and punctuation only (tools.enrich --json-values-out)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="when building: train under bfloat16 autocast (default: on)")
+    p.add_argument("--json-values-out", action=argparse.BooleanOptionalAction, default=True,
+                   help="when building: mine keys and punctuation only, tools.enrich --json-values-out (default: on)")
     p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)

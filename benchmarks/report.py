@@ -54,6 +54,10 @@ def _plots(res: dict) -> list[str]:
     return files
 
 
+_FT_SPEC = {"none": "none", "tasc": "TASC-spec", "oracle": "oracle"}  # a TASC-ft run's speculation, by method
+_FT_COLOR = {"none": "C0", "tasc": "C1", "oracle": "C7"}
+
+
 def _ft_plot(res: dict) -> str:
     import matplotlib
 
@@ -61,9 +65,10 @@ def _ft_plot(res: dict) -> str:
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r['model']}\n{'+ TASC-spec' if r['method'] == 'tasc' else 'plain'}" for r in res["speed"]]
+    labels = [f"{r['model']}\n{'plain' if r['method'] == 'none' else '+ ' + _FT_SPEC[r['method']]}" for r in res["speed"]]
     values = [r["speedup_requests"] for r in res["speed"]]
-    a1.bar(labels, values, color=["C0" if r["method"] == "none" else "C1" for r in res["speed"]])
+    a1.bar(labels, values, color=[_FT_COLOR[r["method"]] for r in res["speed"]])
+    a1.tick_params(axis="x", labelsize=8)
     for i, v in enumerate(values):
         a1.text(i, v, f"{v:.2f}x", ha="center", va="bottom")
     a1.axhline(1.0, color="grey", lw=0.8)
@@ -127,7 +132,7 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
     for r in res["speed"]:
         sm = r.get("spec_metrics", {})
         lines.append(
-            f"| {r['model']} | {'TASC-spec' if r['method'] == 'tasc' else 'none'} | {_f(r['requests_per_second'], 3)} | "
+            f"| {r['model']} | {_FT_SPEC[r['method']]} | {_f(r['requests_per_second'], 3)} | "
             f"{_f(r['speedup_requests'])} | {_f(r['speedup_chars'])} | {_f(sm.get('mean_acceptance_length'))} | "
             f"{_f(r['task_score'])} |"
         )

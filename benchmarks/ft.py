@@ -88,6 +88,7 @@ def main(argv=None) -> int:
 
     from tasc_vllm.config import load_config
     from tasc_vllm.demo import prepare_task_index
+    from tasc_vllm.oracle import write_oracle_file
     from tasc_vllm.runner import render_prompts, run_in_subprocess
     from tasc_vllm.tasks import get_task
 
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
                 r["model"] = name
                 r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
                 if method == "none":
-                    oracle.write_text(json.dumps([[p, o] for p, o in zip(prompts, r["token_ids"])]))
+                    write_oracle_file(oracle, zip(prompts, r["token_ids"]))
                 r.pop("token_ids", None)
                 out["speed"].append(r)
                 bar.update(1)

@@ -116,6 +116,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
     from tasc_vllm.demo import prepare_task_index
     from tasc_vllm.index_file import read_index, write_index
     from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.oracle import write_oracle_file
     from tasc_vllm.runner import render_prompts, run_in_subprocess
     from tasc_vllm.tasks import get_task
 
@@ -162,7 +163,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
     base = {r["batch_size"]: r for r in base_runs}
     # the oracle proposes the baseline's own continuation (at any batch size; they may differ in bf16)
     oracle = workdir / f"oracle-{task_name}.json"
-    oracle.write_text(json.dumps([[p, o] for r in base_runs for p, o in zip(prompts, r["token_ids"])]))
+    write_oracle_file(oracle, [(p, o) for r in base_runs for p, o in zip(prompts, r["token_ids"])])
     task_ctx["oracle"] = str(oracle)
     runs = list(base_runs)
     for method in [m for m in args.methods if m != "none"]:

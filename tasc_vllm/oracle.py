@@ -16,6 +16,13 @@ import numpy as np
 from tasc_vllm.errors import TascError
 
 
+def write_oracle_file(path, pairs) -> None:
+    """Write the ``TASC_ORACLE_FILE`` that :class:`OracleProposer` reads: ``pairs`` of
+    (prompt token ids, output token ids)."""
+    with open(path, "w") as f:
+        json.dump([[list(p), list(o)] for p, o in pairs], f)
+
+
 class OracleProposer:
     def __init__(self, vllm_config):
         path = os.environ.get("TASC_ORACLE_FILE")

@@ -192,11 +192,11 @@ def test_threshold_rises_with_the_batch_under_a_step_overhead(index_path, tokeni
 
 
 def test_oracle_follows_whichever_known_continuation_the_output_agrees_with(tmp_path, monkeypatch):
-    from tasc_vllm.oracle import OracleProposer
+    from tasc_vllm.oracle import OracleProposer, write_oracle_file
 
     prompt = [5, 6, 7]
     pairs = [[prompt, [1, 2, 3, 4, 5]], [prompt, [1, 2, 9, 9, 9]], [[8, 8], [4, 4]]]
-    (tmp_path / "oracle.json").write_text(__import__("json").dumps(pairs))
+    write_oracle_file(tmp_path / "oracle.json", pairs)
     monkeypatch.setenv("TASC_ORACLE_FILE", str(tmp_path / "oracle.json"))
     oracle = OracleProposer(vllm_config(k=2, max_model_len=10))
     ctx = np.zeros((4, 10), dtype=np.int32)

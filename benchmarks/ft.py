@@ -80,9 +80,23 @@ def main(argv=None) -> int:
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--methods", default=",".join(SPEED_METHODS),
+                   help="speculation per fine-tune, comma-separated (default: %(default)s); "
+                        "tasc@NAME=V+NAME=V measures TASC-spec with other settings")
     p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
     args = p.parse_args(argv)
     run_name = args.name or f"ft-{args.task}"
+    from benchmarks.run import tasc_variant
+    from tasc_vllm.errors import TascError
+
+    methods = [m for m in args.methods.split(",") if m]
+    try:
+        variants = {m: tasc_variant(m) for m in methods}
+    except (ValueError, TascError) as e:
+        p.error(str(e))
+    unknown = sorted(m for m, (kind, _) in variants.items() if kind not in SPEED_METHODS)
+    if unknown or "none" not in methods:
+        p.error(f"--methods: need none and known methods ({', '.join(SPEED_METHODS)}, tasc@NAME=V); got {unknown or methods}")
 
     from transformers import AutoTokenizer
 
@@ -112,7 +126,7 @@ def main(argv=None) -> int:
     out = {"name": run_name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
            "task": args.task, "fine_tunes": {}, "speed": []}
-    runs = len(models) * (1 + len(SPEED_METHODS))
+    runs = len(models) * (1 + len(methods))
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
             tok = AutoTokenizer.from_pretrained(path)
@@ -145,18 +159,20 @@ def main(argv=None) -> int:
             }
             prompts = render_prompts(tok, messages(speed_set))
             oracle = Path(d) / f"oracle-{name}.json"
-            for method in SPEED_METHODS:
+            for method in sorted(methods, key=lambda m: m != "none"):  # the plain run writes the oracle file
                 bar.set_description(f"{name}: batch 1, {method}")
-                spec = {"model": str(path), "dtype": args.dtype, "method": method, "batch_size": 1,
+                kind, settings = variants[method]
+                spec = {"model": str(path), "dtype": args.dtype, "method": kind, "batch_size": 1,
                         "num_speculative_tokens": args.k, "progress": False, "prompt_token_ids": prompts,
                         "max_tokens": [task.max_tokens] * len(prompts),
                         "warmup_prompt_token_ids": render_prompts(tok, [[{"role": "user", "content": "Say hello."}]])[0]}
-                if method == "tasc":
-                    spec["env"] = {"TASC_INDEX": str(index)}
-                elif method == "oracle":  # this fine-tune's own plain continuation: the ceiling at this k
+                if kind == "tasc":
+                    spec["env"] = {"TASC_INDEX": str(index), **settings}
+                elif kind == "oracle":  # this fine-tune's own plain continuation: the ceiling at this k
                     spec["env"] = {"TASC_ORACLE_FILE": str(oracle)}
                 r = run_in_subprocess(spec, log_path=log)
                 r["model"] = name
+                r["method"] = method
                 r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
                 if method == "none":
                     write_oracle_file(oracle, zip(prompts, r["token_ids"]))

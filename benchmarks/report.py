@@ -58,6 +58,17 @@ _FT_SPEC = {"none": "none", "tasc": "TASC-spec", "oracle": "oracle"}  # a TASC-f
 _FT_COLOR = {"none": "C0", "tasc": "C1", "oracle": "C7"}
 
 
+def _ft_spec(method: str) -> str:
+    """``tasc@context_match=token`` -> ``TASC-spec (context_match=token)``."""
+    base, _, settings = method.partition("@")
+    return _FT_SPEC[base] + (f" ({settings.replace('+', ', ')})" if settings else "")
+
+
+def _ft_color(method: str) -> str:
+    base, _, settings = method.partition("@")
+    return "C2" if settings else _FT_COLOR[base]
+
+
 def _ft_plot(res: dict) -> str:
     import matplotlib
 
@@ -65,9 +76,9 @@ def _ft_plot(res: dict) -> str:
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r['model']}\n{'plain' if r['method'] == 'none' else '+ ' + _FT_SPEC[r['method']]}" for r in res["speed"]]
+    labels = [f"{r['model']}\n{'plain' if r['method'] == 'none' else '+ ' + _ft_spec(r['method'])}" for r in res["speed"]]
     values = [r["speedup_requests"] for r in res["speed"]]
-    a1.bar(labels, values, color=[_FT_COLOR[r["method"]] for r in res["speed"]])
+    a1.bar(labels, values, color=[_ft_color(r["method"]) for r in res["speed"]])
     a1.tick_params(axis="x", labelsize=8)
     for i, v in enumerate(values):
         a1.text(i, v, f"{v:.2f}x", ha="center", va="bottom")
@@ -132,7 +143,7 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
     for r in res["speed"]:
         sm = r.get("spec_metrics", {})
         lines.append(
-            f"| {r['model']} | {_FT_SPEC[r['method']]} | {_f(r['requests_per_second'], 3)} | "
+            f"| {r['model']} | {_ft_spec(r['method'])} | {_f(r['requests_per_second'], 3)} | "
             f"{_f(r['speedup_requests'])} | {_f(r['speedup_chars'])} | {_f(sm.get('mean_acceptance_length'))} | "
             f"{_f(r['task_score'])} |"
         )

@@ -69,7 +69,7 @@ def calibrated(cal, bucket, prior):
 
 @njit(cache=True)
 def observe_batch(rows, lengths, new_tokens, token_ids, slots, keys, nexts, counts, totals, max_order,
-                  ctx_min_order, ctx_max_order, text_starts, text_data, ctx_min_bytes, alpha, cal):
+                  ctx_min_order, ctx_max_order, alpha, cal):
     """Score both sources' top guesses for each row's last ``new_tokens[i]`` tokens."""
     for i in range(rows.shape[0]):
         r = rows[i]
@@ -85,8 +85,7 @@ def observe_batch(rows, lengths, new_tokens, token_ids, slots, keys, nexts, coun
                 cal[1, b] += 1.0
                 if nexts[entry, 0] == tok:
                     cal[0, b] += 1.0
-            ptr, m = find_context_match(row, p, row, 0, ctx_min_order, ctx_max_order, text_starts, text_data,
-                                        ctx_min_bytes)
+            ptr, m = find_context_match(row, p, row, 0, ctx_min_order, ctx_max_order)
             if ptr >= 0:
                 b = context_bucket(m)
                 cal[1, b] += 1.0

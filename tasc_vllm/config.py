@@ -19,8 +19,6 @@ class TascConfig:
     max_order: int = 8  # TASC_MAX_ORDER: longest corpus context, in tokens
     context_min_order: int = 1  # TASC_CONTEXT_MIN_ORDER: shortest in-request match used
     context_max_order: int = 8  # TASC_CONTEXT_MAX_ORDER: longest in-request match tried
-    context_match: str = "text"  # TASC_CONTEXT_MATCH: compare the request's "text" (across token boundaries) or its "token" ids
-    context_min_bytes: int = 4  # TASC_CONTEXT_MIN_BYTES: a text match shorter than a whole token needs this many bytes
     corpus_weight: float = 1.0  # TASC_CORPUS_WEIGHT: trust in the corpus source (0..1)
     context_weight: float = 1.0  # TASC_CONTEXT_WEIGHT: trust in the context source (0..1)
     alpha: float = 1.0  # TASC_ALPHA: corpus smoothing, p = count / (total + alpha)
@@ -40,9 +38,6 @@ class TascConfig:
             (1 <= self.max_order <= 32, "max_order must be in 1..32"),
             (0 <= self.context_min_order <= self.context_max_order, "need 0 <= context_min_order <= context_max_order"),
             (self.context_max_order <= 64, "context_max_order must be <= 64"),
-            (self.context_match in ("text", "token"),
-             f"context_match must be 'text' or 'token' (got {self.context_match!r})"),
-            (self.context_min_bytes >= 1, "context_min_bytes must be >= 1"),
             (0.0 <= self.corpus_weight <= 1.0, "corpus_weight must be in 0..1"),
             (0.0 <= self.context_weight <= 1.0, "context_weight must be in 0..1"),
             (self.alpha >= 0.0, "alpha must be >= 0"),

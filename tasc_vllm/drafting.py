@@ -7,9 +7,7 @@ For each draft position both sources propose:
   tokens) found in the corpus table, with probability ``count / (total + alpha)``;
 - the context: the token that followed the most recent earlier occurrence of the longest
   suffix (``ctx_min_order``..``ctx_max_order`` tokens) of the request, with probability
-  ``m / (m + gamma)`` for a match of ``m`` tokens.  The suffix is compared as text across
-  token boundaries (``text_starts``/``text_data``, :mod:`tasc_vllm.token_text`), or as
-  token ids when that table is empty.
+  ``m / (m + gamma)`` for a match of ``m`` tokens.
 
 Both probabilities go through the online calibration (:mod:`tasc_vllm.calibration`): once
 the proposer has seen how often each kind of guess is right on this task, it uses that rate.
@@ -45,9 +43,6 @@ def draft_one(
     max_order,
     ctx_min_order,
     ctx_max_order,
-    text_starts,
-    text_data,
-    ctx_min_bytes,
     w_corpus,
     w_context,
     alpha,
@@ -72,8 +67,7 @@ def draft_one(
     expected = 1.0  # tokens the step yields: the verified token plus the draft's expected accepted ones
     cand_tok = np.empty(TOP_K + 1, dtype=np.int64)
     cand_score = np.empty(TOP_K + 1, dtype=np.float64)
-    ptr, mlen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order, text_starts, text_data,
-                                   ctx_min_bytes)
+    ptr, mlen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order)
     while n_draft < k:
         # ---- corpus: longest context with statistics
         entry, order = longest_corpus_entry(ctx, n_ctx, out, n_draft, slots, keys, max_order)
@@ -132,11 +126,9 @@ def draft_one(
         # ---- advance the context match, or search again when the draft left it
         if x_tok >= 0 and t_best == x_tok:
             ptr += 1
-            if mlen < ctx_max_order:  # a text match may already weigh more
-                mlen += 1
+            mlen = min(mlen + 1, ctx_max_order)
         else:
-            ptr, mlen = find_context_match(ctx, n_ctx, out, n_draft, ctx_min_order, ctx_max_order, text_starts,
-                                           text_data, ctx_min_bytes)
+            ptr, mlen = find_context_match(ctx, n_ctx, out, n_draft, ctx_min_order, ctx_max_order)
     return n_draft
 
 
@@ -154,9 +146,6 @@ def draft_batch(
     max_order,
     ctx_min_order,
     ctx_max_order,
-    text_starts,
-    text_data,
-    ctx_min_bytes,
     w_corpus,
     w_context,
     alpha,
@@ -185,9 +174,6 @@ def draft_batch(
             max_order,
             ctx_min_order,
             ctx_max_order,
-            text_starts,
-            text_data,
-            ctx_min_bytes,
             w_corpus,
             w_context,
             alpha,

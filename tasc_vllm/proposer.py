@@ -24,7 +24,6 @@ from tasc_vllm.index_file import read_index
 from tasc_vllm.ngram_cache import load_tokenized
 from tasc_vllm.learned_state import SaveRequests, load_learned, save_learned
 from tasc_vllm.online_learning import learn_batch, with_room
-from tasc_vllm.token_text import no_text_table, token_text_table
 
 logger = logging.getLogger("tasc_vllm")
 
@@ -85,10 +84,6 @@ class TascProposer:
             if self.cfg.learned_path:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
         self.vocab_size = int(model_config.get_vocab_size())
-        if self.cfg.context_match == "text":
-            self._text = token_text_table(tokenizer, self.vocab_size)
-        else:
-            self._text = no_text_table()
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
@@ -121,7 +116,7 @@ class TascProposer:
         t = self.table
         return (
             t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
-            c.context_max_order, *self._text, c.context_min_bytes, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
+            c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
             c.threshold_for(rows), c.step_cost(rows), self.vocab_size, self.calibration,
         )
 
@@ -142,9 +137,7 @@ class TascProposer:
                                                                    self.calibration)
         if c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t.slots, t.keys, t.nexts, t.counts, t.totals,
-                          c.max_order, c.context_min_order, c.context_max_order, *self._text,
-                          c.context_min_bytes,
-                          c.alpha, self.calibration)
+                          c.max_order, c.context_min_order, c.context_max_order, c.alpha, self.calibration)
         if self._used is not None:
             self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, c.max_order, t.slots,
                                                      t.keys, t.nexts, t.counts, t.totals, self._used))

@@ -9,12 +9,7 @@ from hypothesis import strategies as st
 
 from tasc_vllm.calibration import LastDrafts, context_bucket, corpus_bucket, draft_bucket, new_calibration, observe_batch
 from tasc_vllm.drafting import draft_batch
-from tasc_vllm.lookups import BYTES_PER_TOKEN, find_text_match
 from tasc_vllm.ngram_table import TOP_K, build_table, context_key, lookup
-from tasc_vllm.token_text import no_text_table, pack
-
-NO_TEXT = no_text_table()
-MIN_BYTES = 4
 
 DEFAULTS = dict(max_order=6, ctx_min=1, ctx_max=8, wc=1.0, wx=1.0, alpha=1.0, gamma=2.0, threshold=0.05)
 
@@ -38,7 +33,7 @@ def brute_force(texts, max_order):
     return stats
 
 
-def draft(table, ctx, limit, vocab=1000, cal=None, text=NO_TEXT, **over):
+def draft(table, ctx, limit, vocab=1000, cal=None, **over):
     p = {**DEFAULTS, **over}
     tokens = np.array([ctx + [0] * 4], dtype=np.int32)
     out = np.zeros((1, max(limit, 1)), np.int32)
@@ -46,7 +41,7 @@ def draft(table, ctx, limit, vocab=1000, cal=None, text=NO_TEXT, **over):
     draft_batch(
         np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
         table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], *text, MIN_BYTES, p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
 
@@ -119,56 +114,6 @@ def test_context_copies_values_the_corpus_cannot_know():
     assert d[:2] == [31, 32]
 
 
-def test_text_match_finds_the_prompts_text_under_a_fused_token():
-    # the answer spells "b c" as one token "bc"; the prompt spells it in two
-    vocab = pack([b"a", b"b", b"c", b"X", b"bc", b"Y"])
-    table = build_table(corpus_array([[9, 9]]), max_order=2)
-    ctx = [5, 0, 1, 2, 3, 5, 0, 4]  # "Y a b c X", then "Y a bc"
-    assert draft(table, ctx, 1, text=vocab) == [3]
-    assert draft(table, ctx, 1) == []  # token ids: "bc" never occurred before
-
-
-def test_a_match_inside_the_last_token_needs_min_bytes_and_starts_at_length_zero():
-    vocab = pack([b"PlaceName=", b"Ash", b"StateName=", b";"])
-    seq = np.array([0, 1, 3, 2], np.int32)  # "PlaceName=Ash;StateName=": only "eName=" matches
-    assert find_text_match(seq, 4, seq, 0, 1, 8, *vocab, 6) == (1, 0)
-    assert find_text_match(seq, 4, seq, 0, 1, 8, *vocab, 7) == (-1, 0)
-
-
-def brute_text_match(vocab, seq, n_ctx, min_order, min_bytes):
-    text = b"".join(vocab[t] for t in seq)
-    ends = np.cumsum([len(vocab[t]) for t in seq])
-    starts = ends - [len(vocab[t]) for t in seq]
-    best, best_bytes = (-1, 0), 0
-    for j in range(min(len(seq) - 2, n_ctx - 2), -1, -1):
-        earlier = text[: ends[j]]
-        c = 0
-        while c < len(earlier) and earlier[-1 - c] == text[-1 - c]:
-            c += 1
-        whole = int(np.sum(starts >= len(text) - c))
-        touched = int(np.sum(ends > len(text) - c))
-        if c > best_bytes and touched >= min_order and (whole >= 1 or c >= min_bytes):
-            best_bytes = c
-            best = (j + 1, max(touched, c // BYTES_PER_TOKEN) if whole >= 1 else 0)
-    return best
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    vocab=st.lists(st.binary(min_size=1, max_size=3).map(lambda b: bytes(x % 3 + 97 for x in b)), min_size=2,
-                   max_size=8),
-    data=st.data(),
-    min_order=st.integers(1, 2),
-    min_bytes=st.integers(1, 5),
-)
-def test_text_match_equals_brute_force(vocab, data, min_order, min_bytes):
-    seq = data.draw(st.lists(st.integers(0, len(vocab) - 1), min_size=2, max_size=20))
-    n_ctx = data.draw(st.integers(1, len(seq)))
-    arr = np.array(seq, np.int32)
-    got = find_text_match(arr, n_ctx, arr[n_ctx:], len(seq) - n_ctx, min_order, 64, *pack(vocab), min_bytes)
-    assert got == brute_text_match(vocab, seq, n_ctx, min_order, min_bytes)
-
-
 def test_no_draft_when_nothing_is_known():
     table = build_table(corpus_array([[1, 2, 3]]), max_order=3)
     assert draft(table, [70, 71, 72], 5) == []
@@ -190,8 +135,7 @@ def test_batch_rows_are_independent():
     p = DEFAULTS
     draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
                 table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], *NO_TEXT, MIN_BYTES, p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"],
-                0.0, 100, new_calibration(), out, out_len, np.zeros(out.shape))
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 100, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -269,7 +213,7 @@ def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
 def observe(table, row, new, cal, max_order=3):
     tokens = np.array([row], dtype=np.int32)
     observe_batch(np.array([0]), np.array([len(row)], np.int32), np.array([new]), tokens, table.slots, table.keys,
-                  table.nexts, table.counts, table.totals, max_order, 1, 8, *NO_TEXT, MIN_BYTES, 1.0, cal)
+                  table.nexts, table.counts, table.totals, max_order, 1, 8, 1.0, cal)
 
 
 def test_calibration_scores_each_sources_guess_in_its_bucket():
@@ -338,8 +282,7 @@ def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
     p = DEFAULTS
     tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
     draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
-                table.counts, table.totals, 3, 1, 8, *NO_TEXT, MIN_BYTES, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, cal, out,
-                out_len, conf)
+                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, cal, out, out_len, conf)
     assert np.all(np.diff(conf[0]) <= 0)  # a running product
     fourth = draft_bucket(conf[0, 3])
     cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted

@@ -59,6 +59,22 @@ def test_tasc_variants_name_their_settings_and_bad_ones_fail_before_any_engine()
         main(["--methods", "none,magic"])
 
 
+def test_ft_methods_are_checked_before_any_checkpoint_or_engine(capsys):
+    import pytest
+
+    from benchmarks.ft import main
+    from benchmarks.report import _ft_spec
+
+    for methods, message in [("tasc,oracle", "need none"), ("none,ngram", "need none and known methods"),
+                             ("none,tasc@thresold=0.2", "unknown TASC setting"),
+                             ("none,tasc@threshold=2", "threshold must be in")]:
+        with pytest.raises(SystemExit):
+            main(["--task", "bfcl", "--methods", methods])
+        assert message in capsys.readouterr().err
+    assert _ft_spec("tasc@threshold=0.2+calibrate=0") == "TASC-spec (threshold=0.2, calibrate=0)"
+    assert _ft_spec("oracle") == "oracle"
+
+
 def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
     import json
 

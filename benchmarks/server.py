@@ -28,8 +28,9 @@ def vllm_bin(name: str = "vllm") -> str:
 
 @contextmanager
 def vllm_server(model: str, log_path: Path, *, spec: dict | None, dtype: str, max_model_len: int,
-                max_num_seqs: int, env: dict | None = None, timeout: float = 600):
-    """``vllm serve MODEL`` with ``spec`` as its ``--speculative-config`` (none when None).
+                max_num_seqs: int, env: dict | None = None, timeout: float = 600, compiled: bool = False):
+    """``vllm serve MODEL`` with ``spec`` as its ``--speculative-config`` (none when None),
+    eager (``--enforce-eager``) unless ``compiled``, which is how ``vllm serve`` starts by default.
 
     Yields ``{"base", "proc", "log"}`` once ``/health`` answers; the server is stopped on exit.
     Its output goes to ``log_path``.  Raises ``RuntimeError`` (with the log's tail) when the
@@ -41,8 +42,8 @@ def vllm_server(model: str, log_path: Path, *, spec: dict | None, dtype: str, ma
     if iomp.exists():
         full_env["LD_PRELOAD"] = str(iomp)
     cmd = [vllm_bin(), "serve", model, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-           "--enforce-eager", "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
-           "--gpu-memory-utilization", "0.3", "--seed", "0"]
+           "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
+           "--gpu-memory-utilization", "0.3", "--seed", "0"] + ([] if compiled else ["--enforce-eager"])
     if spec is not None:
         cmd += ["--speculative-config", json.dumps(spec)]
     with open(log_path, "wb") as log:

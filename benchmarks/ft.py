@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     from benchmarks.run import tasc_variant
     from tasc_vllm.errors import TascError
 
-    methods = [m for m in args.methods.split(",") if m]
+    methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
     try:
         variants = {m: tasc_variant(m) for m in methods}
     except (ValueError, TascError) as e:

@@ -243,7 +243,7 @@ def online_section(file_name: str, res: dict) -> list[str]:
     lines = [
         f"## Online: `vllm serve` driven by `vllm bench serve` (`{file_name}`, `python -m benchmarks.online`)",
         "",
-        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s).replace('engines', 'servers')}; "
+        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s, 'servers')}; "
         "greedy; a fresh server per method, "
         f"{s['prompts']} held-out prompts per concurrency level (a different slice per level, the same for every "
         f"method); `suffix` and `tasc` start cold and learn as they serve, `tasc-static` is TASC-spec with "

@@ -58,13 +58,13 @@ _FT_SPEC = {"none": "none", "tasc": "TASC-spec", "oracle": "oracle"}  # a TASC-f
 _FT_COLOR = {"none": "C0", "tasc": "C1", "oracle": "C7"}
 
 
-def engine_mode(settings: dict) -> str:
-    """How a run's engines were built: compiled as vLLM does by default, or eager."""
-    return "engines compiled (torch.compile)" if settings.get("compiled") else "engines eager (enforce_eager)"
+def engine_mode(settings: dict, what: str = "engines") -> str:
+    """How a run's engines (or servers) were built: compiled as vLLM does by default, or eager."""
+    return f"{what} compiled (torch.compile)" if settings.get("compiled") else f"{what} eager (enforce_eager)"
 
 
 def _ft_spec(method: str) -> str:
-    """``tasc@context_match=token`` -> ``TASC-spec (context_match=token)``."""
+    """``tasc@threshold=0.2+calibrate=0`` -> ``TASC-spec (threshold=0.2, calibrate=0)``."""
     base, _, settings = method.partition("@")
     return _FT_SPEC[base] + (f" ({settings.replace('+', ', ')})" if settings else "")
 

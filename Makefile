@@ -1,8 +1,10 @@
 # make demo  - set up .venv and run the TASC demo on the default model and task
 # make test  - set up .venv and run the test suite
-# make bench - full benchmark suite: speculation methods offline, then online, then TASC-ft (make bench-quick for a short run)
+# make bench - full benchmark suite: speculation methods offline, then online, then TASC-ft on
+#              usaddress and BFCL, then corpus scaling (make bench-quick for a short run)
 # make bench-online - vllm serve per method, driven by vllm bench serve at concurrency 1, 4, 16
-# make bench-ft - TASC-ft against its --no-enrich fine-tune (builds both: about an hour)
+# make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
+# make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
 
@@ -15,7 +17,7 @@ SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
 
-.PHONY: install demo test bench bench-quick bench-online bench-ft bench-load clean-venv
+.PHONY: install demo test bench bench-quick bench-online bench-ft bench-scaling bench-load clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +46,9 @@ test: install
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run
 	$(RUN) $(PY) -m benchmarks.online
-	$(RUN) $(PY) -m benchmarks.ft
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress
+	$(RUN) $(PY) -m benchmarks.ft --task bfcl
+	$(RUN) $(PY) -m benchmarks.scaling
 
 bench-quick: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --quick
@@ -53,7 +57,11 @@ bench-online: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.online
 
 bench-ft: install
-	$(RUN) $(PY) -m benchmarks.ft
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress
+	$(RUN) $(PY) -m benchmarks.ft --task bfcl
+
+bench-scaling: install
+	$(RUN) $(PY) -m benchmarks.scaling
 
 bench-load: install
 	$(RUN) $(PY) -m benchmarks.serve_load

@@ -1,7 +1,10 @@
 """Online: ``vllm serve`` with each method, driven by vLLM's own ``vllm bench serve``.
 
     python -m benchmarks.online [--tasks usaddress,bfcl] [--methods none,ngram,suffix,tasc,tasc-static]
-                                [--concurrency 1,4,16] [--prompts 24] [--k 16]
+                                [--concurrency 1,4,16] [--prompts 24] [--k 16] [--compiled]
+
+``tasc@NAME=V+NAME=V`` in ``--methods`` serves TASC-spec with other settings, as in
+``benchmarks.run``.
 
 For every method a fresh server starts (bf16 by default), answers one warm-up request, and
 is then driven at each concurrency in turn by ``vllm bench serve`` with a custom dataset of
@@ -28,9 +31,9 @@ import time
 from pathlib import Path
 
 METHODS = ("none", "ngram", "suffix", "tasc", "tasc-static")
-# methods that are another method with some TASC settings: tasc-static is TASC-spec without
-# online learning, to show what learning while serving adds
-VARIANTS = {"tasc-static": ("tasc", {"TASC_LEARN_ENTRIES": "0"})}
+# short names for TASC-spec variants: tasc-static is TASC-spec without online learning, to show
+# what learning while serving adds
+ALIASES = {"tasc-static": "tasc@learn_entries=0"}
 METRICS = ("ttft", "tpot", "itl", "e2el")
 
 
@@ -83,10 +86,11 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
     """Start a server for ``method``; measure every concurrency level on it in turn."""
     import httpx
 
+    from benchmarks.run import tasc_variant
     from benchmarks.server import counter_delta, spec_counters, vllm_server
     from tasc_vllm.runner import speculative_config
 
-    base_method, extra_env = VARIANTS.get(method, (method, {}))
+    base_method, extra_env = tasc_variant(ALIASES.get(method, method))
     spec = speculative_config(base_method, args.k)
     runs = []
     with vllm_server(model, folder / f"server-{method}.log", spec=spec, dtype=args.dtype,
@@ -140,10 +144,30 @@ def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, b
     return {"task": task_name, "prompts_per_level": args.prompts, "runs": runs}
 
 
+def methods_to_run(methods: list[str]) -> list[str]:
+    """``none`` first, then the named methods in ``METHODS`` order, then ``tasc@...`` variants as
+    given; each once.  An unknown method, setting or value raises ``ValueError`` naming it."""
+    from benchmarks.run import tasc_variant
+    from tasc_vllm.errors import TascError
+
+    for m in methods:
+        try:
+            base = tasc_variant(ALIASES.get(m, m))[0]
+        except TascError as e:
+            raise ValueError(f"{m}: {e}") from e
+        if base not in METHODS:
+            raise ValueError(f"unknown method {m!r}; known: {', '.join(METHODS)} "
+                             "(tasc takes settings: tasc@threshold=0.2+calibrate=0)")
+    variants = [m for m in methods if m not in METHODS]
+    return ["none"] + [m for m in METHODS[1:] if m in methods] + list(dict.fromkeys(variants))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="usaddress,bfcl")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"from {', '.join(METHODS)}; none always runs")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"from {', '.join(METHODS)}; none always runs; tasc@NAME=V+NAME=V serves TASC-spec "
+                        "with other settings")
     p.add_argument("--concurrency", default="1,4,16")
     p.add_argument("--prompts", type=int, default=24, help="held-out prompts per concurrency level")
     p.add_argument("--k", type=int, default=16)
@@ -155,11 +179,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="online")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        p.error(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    args.methods = ["none"] + [m for m in METHODS[1:] if m in methods]
+    try:
+        args.methods = methods_to_run([m for m in args.methods.split(",") if m])
+    except ValueError as e:
+        p.error(str(e))
     if min(args.concurrency) < 1 or args.prompts < 1:
         p.error("--concurrency and --prompts must be positive")
     if "suffix" in args.methods:

@@ -69,9 +69,11 @@ def _ft_spec(method: str) -> str:
     return _FT_SPEC[base] + (f" ({settings.replace('+', ', ')})" if settings else "")
 
 
-def _ft_color(method: str) -> str:
-    base, _, settings = method.partition("@")
-    return "C2" if settings else _FT_COLOR[base]
+def _ft_colors(methods: list[str]) -> dict[str, str]:
+    """A colour per method: the defaults keep theirs, each ``tasc@...`` variant gets its own."""
+    spare = [c for c in (f"C{i}" for i in range(10)) if c not in _FT_COLOR.values()]
+    variants = [m for m in dict.fromkeys(methods) if m not in _FT_COLOR]
+    return {**_FT_COLOR, **{m: spare[i % len(spare)] for i, m in enumerate(variants)}}
 
 
 def _ft_plot(res: dict) -> str:
@@ -83,7 +85,8 @@ def _ft_plot(res: dict) -> str:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     labels = [f"{r['model']}\n{'plain' if r['method'] == 'none' else '+ ' + _ft_spec(r['method'])}" for r in res["speed"]]
     values = [r["speedup_requests"] for r in res["speed"]]
-    a1.bar(labels, values, color=[_ft_color(r["method"]) for r in res["speed"]])
+    colors = _ft_colors([r["method"] for r in res["speed"]])
+    a1.bar(labels, values, color=[colors[r["method"]] for r in res["speed"]])
     a1.tick_params(axis="x", labelsize=8)
     for i, v in enumerate(values):
         a1.text(i, v, f"{v:.2f}x", ha="center", va="bottom")

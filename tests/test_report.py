@@ -75,6 +75,32 @@ def test_ft_methods_are_checked_before_any_checkpoint_or_engine(capsys):
     assert _ft_spec("oracle") == "oracle"
 
 
+def test_ft_plot_gives_each_variant_its_own_colour():
+    from benchmarks.report import _FT_COLOR, _ft_colors
+
+    colors = _ft_colors(["none", "tasc@threshold=0.2", "tasc", "tasc@calibrate=0", "oracle", "tasc@threshold=0.2"])
+    assert {m: colors[m] for m in _FT_COLOR} == _FT_COLOR
+    variant_colors = [colors["tasc@threshold=0.2"], colors["tasc@calibrate=0"]]
+    assert len(set(variant_colors)) == 2 and not set(variant_colors) & set(_FT_COLOR.values())
+
+
+def test_online_methods_take_tasc_variants_and_refuse_bad_ones_before_any_server(capsys):
+    import pytest
+
+    from benchmarks.online import main, methods_to_run
+
+    assert methods_to_run(["tasc", "suffix"]) == ["none", "suffix", "tasc"]
+    assert methods_to_run(["tasc@threshold=0.2", "tasc-static", "tasc@threshold=0.2"]) == [
+        "none", "tasc-static", "tasc@threshold=0.2"]
+    for methods, message in [("none,magic", "unknown method 'magic'"), ("none,tasc-self", "unknown method"),
+                             ("none,tasc@thresold=0.2", "unknown TASC setting"),
+                             ("none,tasc@threshold=2", "threshold must be in"),
+                             ("none,suffix@threshold=0.2", "only tasc and tasc-self")]:
+        with pytest.raises(SystemExit):
+            main(["--methods", methods])
+        assert message in capsys.readouterr().err, methods
+
+
 def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
     import json
 

@@ -89,15 +89,13 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
     args = p.parse_args(argv)
     run_name = args.name or f"ft-{args.task}"
-    from benchmarks.run import tasc_variant
-    from tasc_vllm.errors import TascError
+    from benchmarks.run import tasc_variant, unknown_methods
 
     methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
     try:
-        variants = {m: tasc_variant(m) for m in methods}
-    except (ValueError, TascError) as e:
+        unknown = sorted(unknown_methods(methods, SPEED_METHODS))
+    except ValueError as e:
         p.error(str(e))
-    unknown = sorted(m for m, (kind, _) in variants.items() if kind not in SPEED_METHODS)
     if unknown or "none" not in methods:
         p.error(f"--methods: need none and known methods ({', '.join(SPEED_METHODS)}, tasc@NAME=V); got {unknown or methods}")
 
@@ -165,7 +163,7 @@ def main(argv=None) -> int:
             oracle = Path(d) / f"oracle-{name}.json"
             for method in sorted(methods, key=lambda m: m != "none"):  # the plain run writes the oracle file
                 bar.set_description(f"{name}: batch 1, {method}")
-                kind, settings = variants[method]
+                kind, settings = tasc_variant(method)
                 spec = {"model": str(path), "dtype": args.dtype, "method": kind, "batch_size": 1,
                         "enforce_eager": not args.compiled,
                         "num_speculative_tokens": args.k, "progress": False, "prompt_token_ids": prompts,

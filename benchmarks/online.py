@@ -147,17 +147,12 @@ def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, b
 def methods_to_run(methods: list[str]) -> list[str]:
     """``none`` first, then the named methods in ``METHODS`` order, then ``tasc@...`` variants as
     given; each once.  An unknown method, setting or value raises ``ValueError`` naming it."""
-    from benchmarks.run import tasc_variant
-    from tasc_vllm.errors import TascError
+    from benchmarks.run import unknown_methods
 
-    for m in methods:
-        try:
-            base = tasc_variant(ALIASES.get(m, m))[0]
-        except TascError as e:
-            raise ValueError(f"{m}: {e}") from e
-        if base not in METHODS:
-            raise ValueError(f"unknown method {m!r}; known: {', '.join(METHODS)} "
-                             "(tasc takes settings: tasc@threshold=0.2+calibrate=0)")
+    unknown = unknown_methods(methods, METHODS, ALIASES)
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)} "
+                         "(tasc takes settings: tasc@threshold=0.2+calibrate=0)")
     variants = [m for m in methods if m not in METHODS]
     return ["none"] + [m for m in METHODS[1:] if m in methods] + list(dict.fromkeys(variants))
 

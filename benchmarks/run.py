@@ -70,6 +70,24 @@ def tasc_variant(method: str) -> tuple[str, dict]:
     return base, env
 
 
+def unknown_methods(methods, known, aliases=None) -> list[str]:
+    """The entries of ``methods`` whose method (after ``aliases``, before any ``@`` settings) is
+    not in ``known``.  A malformed variant, an unknown setting or a bad value raises
+    ``ValueError`` naming it, before any engine starts."""
+    from tasc_vllm.errors import TascError
+
+    aliases = aliases or {}
+    unknown = []
+    for m in methods:
+        try:
+            base = tasc_variant(aliases.get(m, m))[0]
+        except TascError as e:
+            raise ValueError(f"{m}: {e}") from e
+        if base not in known:
+            unknown.append(m)
+    return unknown
+
+
 def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dict]:
     """One engine for ``method`` over ``common["batch_sizes"]``: one result per batch size."""
     from tasc_vllm.runner import run_in_subprocess
@@ -209,14 +227,12 @@ def main(argv=None) -> int:
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.batches = [int(b) for b in args.batches.split(",") if b]
     args.methods = [m for m in args.methods.split(",") if m]
-    from tasc_vllm.errors import TascError
-
     try:
-        unknown = {m for m in args.methods if tasc_variant(m)[0] not in ALL_METHODS}
-    except (ValueError, TascError) as e:
+        unknown = unknown_methods(args.methods, ALL_METHODS)
+    except ValueError as e:
         p.error(str(e))
     if unknown:
-        p.error(f"unknown method(s) {sorted(unknown)}; known: {', '.join(ALL_METHODS)} "
+        p.error(f"unknown method(s) {sorted(set(unknown))}; known: {', '.join(ALL_METHODS)} "
                 "(tasc and tasc-self take settings: tasc@threshold=0.2+calibrate=0)")
 
     from transformers import AutoTokenizer

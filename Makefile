@@ -44,7 +44,7 @@ test: install
 	$(RUN) $(PY) -m pytest -q -rs tests
 
 bench: install $(SUFFIX)
-	$(RUN) $(PY) -m benchmarks.run
+	$(RUN) $(PY) -m benchmarks.run $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.online
 	$(RUN) $(PY) -m benchmarks.ft --task usaddress
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -229,6 +230,17 @@ def _serve_load_section(res: dict) -> list[str]:
     ]
 
 
+def _resumed(res: dict) -> str:
+    """Which tasks each invocation measured, for a run continued with --resume."""
+    calls = res.get("invocations", [])
+    if len(calls) < 2:
+        return ""
+    parts = [f"{', '.join(c['tasks']) or 'nothing'} on {time.strftime('%Y-%m-%d %H:%M', time.gmtime(c['started_unix']))} UTC"
+             for c in calls]
+    return (f" Measured in {len(calls)} invocations of the same settings (`--resume`): {'; '.join(parts)}. "
+            "Each task's methods ran side by side in one invocation.")
+
+
 def write_report() -> Path:
     lines = [
         "# Benchmark results",
@@ -269,7 +281,8 @@ def write_report() -> Path:
             f"torch {m['packages'].get('torch')}; dtype {s['dtype']}, k={s['k']}; "
             f"{engine_mode(s)}; "
             f"{res['seconds'] / 60:.1f} min in all"
-            + (" (cut short: only the tasks below finished)." if res.get("complete") is False else "."),
+            + (" (cut short: only the tasks below finished)." if res.get("complete") is False else ".")
+            + _resumed(res),
             "",
         ]
         for png in _plots(res):

@@ -3,7 +3,8 @@
     python -m benchmarks.run [--quick] [--tasks usaddress,bfcl] [--batches 1,16] [--methods ...]
 
 Every method runs on the same held-out prompts in a fresh engine process; ratios compare
-runs made in this invocation only. Writes ``benchmarks/results/<name>.json`` and regenerates
+runs made in this invocation only. ``--resume`` continues a run that was cut short: the
+tasks already measured are kept and the others run, each task's methods still side by side. Writes ``benchmarks/results/<name>.json`` and regenerates
 ``benchmarks/RESULTS.md`` with its plots.
 """
 
@@ -201,6 +202,33 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
     return {"task": task_name, "num_prompts": len(test), "runs": runs}
 
 
+def load_unfinished(path: Path, settings: dict) -> dict | None:
+    """The result file of a run to resume (``complete`` tells whether anything is left); None
+    when there is no file.
+
+    Refuses (ValueError) a file that is unreadable or made with other settings, since ratios
+    must compare runs made alike."""
+    if not path.exists():
+        return None
+    try:
+        out = json.loads(path.read_text())
+        earlier, tasks = dict(out["settings"]), list(out["tasks"])
+        done = [t["task"] for t in tasks if t["runs"] is not None]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot resume from {path}: not a benchmarks.run result file "
+                         f"({type(e).__name__}: {e})") from None
+    differ = sorted(k for k in set(settings) | set(earlier) if k not in ("resume", "name") and settings.get(k) != earlier.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {earlier.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+        raise ValueError(f"cannot resume {path}: it was measured with other settings ({shown})")
+    unknown = [t for t in done if t not in settings["tasks"]]
+    if unknown:
+        raise ValueError(f"cannot resume {path}: it holds tasks {unknown} outside --tasks")
+    out.setdefault("seconds", 0.0)
+    out.setdefault("invocations", [{"started_unix": out.get("started_unix"), "tasks": done}])
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -219,6 +247,10 @@ def main(argv=None) -> int:
                    help="engines as `vllm serve` starts them by default (torch.compile; about 1 min more per "
                         "engine start) instead of enforce_eager")
     p.add_argument("--name", default=None, help="result file name (default: quick or full)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run that was cut short: keep the tasks its result file already holds "
+                        "(same settings required) and measure the rest; each task's methods still run "
+                        "side by side in one invocation")
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.batches, args.prompts, args.warm_prompts, args.self_prompts = "usaddress", "1,16", 12, 32, 96
@@ -235,6 +267,19 @@ def main(argv=None) -> int:
         p.error(f"unknown method(s) {sorted(set(unknown))}; known: {', '.join(ALL_METHODS)} "
                 "(tasc and tasc-self take settings: tasc@threshold=0.2+calibrate=0)")
 
+    name = args.name or ("quick" if args.quick else "full")
+    path = RESULTS / f"{name}.json"
+    log = RESULTS / f"{name}-engines.log"
+    settings = {k: v for k, v in vars(args).items() if k != "resume"}
+    try:
+        earlier = load_unfinished(path, settings) if args.resume else None
+    except ValueError as e:
+        p.error(str(e))
+    if earlier is not None and earlier.get("complete"):
+        print(f"{path} holds a finished run with these settings: nothing to resume (drop --resume to measure "
+              "again)", file=sys.stderr)
+        return 0
+
     from transformers import AutoTokenizer
 
     from tasc_vllm.models import materialize
@@ -242,33 +287,38 @@ def main(argv=None) -> int:
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = args.name or ("quick" if args.quick else "full")
-    log = RESULTS / f"{name}-engines.log"
-    log.write_text("")
-    total = len(args.tasks) * len(args.batches) * len(methods_order(args.methods))
     t0 = time.time()
-    out = {
-        "name": name,
-        "started_unix": int(t0),
-        "machine": machine(),
-        "settings": {k: v for k, v in vars(args).items()},
-        "tasks": [],
-    }
-    path = RESULTS / f"{name}.json"
+    if earlier is None:
+        log.write_text("")
+        out = {"name": name, "started_unix": int(t0), "machine": machine(), "settings": settings,
+               "tasks": [], "seconds": 0.0}
+    else:
+        out = earlier
+        done = [t["task"] for t in out["tasks"]]
+        print(f"resuming {path}: keeping {', '.join(done) or 'no task'}; measuring the rest", file=sys.stderr)
+        with log.open("a") as f:
+            f.write(f"\n=== resumed {time.strftime('%Y-%m-%d %H:%M:%S')}, keeping {done} ===\n")
+    out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": machine(), "tasks": []})
+    seconds_before = out["seconds"]
+    todo = [t for t in args.tasks if t not in {t["task"] for t in out["tasks"]}]
+    per_task = len(args.batches) * len(methods_order(args.methods))
 
     def save(complete: bool) -> None:
         """Write what is measured so far: a long run cut short keeps its finished tasks."""
-        out["seconds"] = time.time() - t0
+        out["seconds"] = seconds_before + time.time() - t0
         out["complete"] = complete
         for t in out["tasks"]:
             for r in t["runs"]:
                 r.pop("token_ids", None)
         path.write_text(json.dumps(out, indent=1))
 
-    with tempfile.TemporaryDirectory(prefix="tasc-bench-") as d, tqdm(total=total, unit="run") as bar:
-        for task_name in args.tasks:
+    with tempfile.TemporaryDirectory(prefix="tasc-bench-") as d, \
+            tqdm(total=len(args.tasks) * per_task, initial=(len(args.tasks) - len(todo)) * per_task, unit="run") as bar:
+        for task_name in todo:
             out["tasks"].append(bench_task(task_name, args, model, tokenizer, Path(d), log, bar))
+            out["invocations"][-1]["tasks"].append(task_name)
             save(complete=False)
+    out["tasks"].sort(key=lambda t: args.tasks.index(t["task"]))
     save(complete=True)
     from benchmarks.report import write_report
 

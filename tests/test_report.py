@@ -126,3 +126,62 @@ def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
         with pytest.raises(SystemExit, match="r.json: not a"):
             rescore(path)
         assert path.read_text() == text
+
+
+def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkeypatch, capsys):
+    """A long `benchmarks.run` cut short continues with --resume: finished tasks are kept as
+    measured, the others run (each in one invocation), and a file made alike is required."""
+    import json
+
+    import pytest
+    import transformers
+
+    import benchmarks.report
+    import tasc_vllm.models
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(tasc_vllm.models, "materialize", lambda: tmp_path / "model")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", staticmethod(lambda path: object()))
+    monkeypatch.setattr(benchmarks.report, "write_report", lambda: tmp_path / "RESULTS.md")
+    measured = []
+
+    def fake_bench_task(task_name, args, model, tokenizer, workdir, log, bar):
+        measured.append(task_name)
+        if task_name == "humaneval" and len(measured) == 2:
+            raise KeyboardInterrupt  # the run is cut short in its last task
+        bar.update(len(args.batches) * len(run.methods_order(args.methods)))
+        return {"task": task_name, "num_prompts": 2, "runs": [{"method": "none", "batch_size": 1}]}
+
+    monkeypatch.setattr(run, "bench_task", fake_bench_task)
+    argv = ["--tasks", "bfcl,humaneval", "--batches", "1", "--methods", "none,tasc", "--name", "r"]
+    path = tmp_path / "r.json"
+
+    with pytest.raises(KeyboardInterrupt):
+        run.main(argv)
+    first = json.loads(path.read_text())
+    assert [t["task"] for t in first["tasks"]] == ["bfcl"] and first["complete"] is False
+
+    # other settings are refused before any model or engine, naming what differs
+    with pytest.raises(SystemExit):
+        run.main(argv[:3] + ["4"] + argv[4:] + ["--resume"])
+    assert "batches: [1] there, [4] now" in capsys.readouterr().err
+    assert measured == ["bfcl", "humaneval"]
+
+    assert run.main(argv + ["--resume"]) == 0
+    assert measured == ["bfcl", "humaneval", "humaneval"]  # bfcl kept, not measured again
+    done = json.loads(path.read_text())
+    assert [t["task"] for t in done["tasks"]] == ["bfcl", "humaneval"] and done["complete"] is True
+    assert done["tasks"][0] == first["tasks"][0]
+    assert [i["tasks"] for i in done["invocations"]] == [["bfcl"], ["humaneval"]]
+    assert done["seconds"] >= first["seconds"]
+    assert "resumed" in (tmp_path / "r-engines.log").read_text()
+    assert "2 invocations" in report._resumed(done) and report._resumed(first) == ""
+
+    assert run.main(argv + ["--resume"]) == 0  # finished: nothing measured, the file kept
+    assert len(measured) == 3 and json.loads(path.read_text()) == done
+    assert "nothing to resume" in capsys.readouterr().err
+
+    path.write_text("{not json")
+    with pytest.raises(SystemExit):
+        run.main(argv + ["--resume"])
+    assert "not a benchmarks.run result file" in capsys.readouterr().err

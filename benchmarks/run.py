@@ -294,13 +294,13 @@ def main(argv=None) -> int:
                "tasks": [], "seconds": 0.0}
     else:
         out = earlier
-        done = [t["task"] for t in out["tasks"]]
-        print(f"resuming {path}: keeping {', '.join(done) or 'no task'}; measuring the rest", file=sys.stderr)
+        kept = [t["task"] for t in out["tasks"]]
+        print(f"resuming {path}: keeping {', '.join(kept) or 'no task'}; measuring the rest", file=sys.stderr)
         with log.open("a") as f:
-            f.write(f"\n=== resumed {time.strftime('%Y-%m-%d %H:%M:%S')}, keeping {done} ===\n")
+            f.write(f"\n=== resumed {time.strftime('%Y-%m-%d %H:%M:%S')}, keeping {kept} ===\n")
     out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": machine(), "tasks": []})
     seconds_before = out["seconds"]
-    todo = [t for t in args.tasks if t not in {t["task"] for t in out["tasks"]}]
+    todo = [task for task in args.tasks if task not in {t["task"] for t in out["tasks"]}]
     per_task = len(args.batches) * len(methods_order(args.methods))
 
     def save(complete: bool) -> None:

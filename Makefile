@@ -1,7 +1,8 @@
 # make demo  - set up .venv and run the TASC demo on the default model and task
 # make test  - set up .venv and run the test suite
 # make bench - full benchmark suite: speculation methods offline, then online, then TASC-ft on
-#              usaddress and BFCL, then corpus scaling (make bench-quick for a short run)
+#              usaddress and BFCL, then corpus scaling (make bench-quick for a short run);
+#              make bench RESUME=1 keeps the finished tasks of a first stage cut short
 # make bench-online - vllm serve per method, driven by vllm bench serve at concurrency 1, 4, 16
 # make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens

@@ -4,8 +4,9 @@
 
 Every method runs on the same held-out prompts in a fresh engine process; ratios compare
 runs made in this invocation only. ``--resume`` continues a run that was cut short: the
-tasks already measured are kept and the others run, each task's methods still side by side. Writes ``benchmarks/results/<name>.json`` and regenerates
-``benchmarks/RESULTS.md`` with its plots.
+tasks already measured are kept and the others run, each task's methods still side by
+side. Writes ``benchmarks/results/<name>.json`` and regenerates ``benchmarks/RESULTS.md``
+with its plots.
 """
 
 from __future__ import annotations
@@ -213,7 +214,9 @@ def load_unfinished(path: Path, settings: dict) -> dict | None:
     try:
         out = json.loads(path.read_text())
         earlier, tasks = dict(out["settings"]), list(out["tasks"])
-        done = [t["task"] for t in tasks if t["runs"] is not None]
+        done = [t["task"] for t in tasks]
+        if not all(isinstance(t["runs"], list) for t in tasks):
+            raise TypeError("a task's runs are not a list")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot resume from {path}: not a benchmarks.run result file "
                          f"({type(e).__name__}: {e})") from None

@@ -291,19 +291,19 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    here = machine()
+    out = earlier or {"name": name, "started_unix": int(t0), "machine": here, "settings": settings,
+                      "tasks": [], "seconds": 0.0}
+    kept = [t["task"] for t in out["tasks"]]
     if earlier is None:
         log.write_text("")
-        out = {"name": name, "started_unix": int(t0), "machine": machine(), "settings": settings,
-               "tasks": [], "seconds": 0.0}
     else:
-        out = earlier
-        kept = [t["task"] for t in out["tasks"]]
         print(f"resuming {path}: keeping {', '.join(kept) or 'no task'}; measuring the rest", file=sys.stderr)
         with log.open("a") as f:
             f.write(f"\n=== resumed {time.strftime('%Y-%m-%d %H:%M:%S')}, keeping {kept} ===\n")
-    out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": machine(), "tasks": []})
+    out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": here, "tasks": []})
     seconds_before = out["seconds"]
-    todo = [task for task in args.tasks if task not in {t["task"] for t in out["tasks"]}]
+    todo = [task for task in args.tasks if task not in kept]
     per_task = len(args.batches) * len(methods_order(args.methods))
 
     def save(complete: bool) -> None:

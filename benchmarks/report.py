@@ -265,6 +265,11 @@ def write_report() -> Path:
         if res.get("name") == "serve-load":
             lines += _serve_load_section(res)
             continue
+        if res.get("kind") == "headroom":
+            from benchmarks.headroom import headroom_section
+
+            lines += headroom_section(path.name, res)
+            continue
         if res.get("kind") == "online":
             from benchmarks.online import online_section
 

@@ -131,13 +131,32 @@ def methods_order(methods: list[str]) -> list[str]:
     return ["none"] + [m for m in methods if m != "none"]
 
 
+def own_output_index(task, model: str, tokenizer, dtype: str, prompts: int, path: Path, log: Path) -> Path:
+    """An index of the model's own greedy outputs on the first ``prompts`` train prompts, as a
+    deployed server would log them, written to ``path`` and tokenized for ``tokenizer``."""
+    from tasc_vllm.config import load_config
+    from tasc_vllm.index_file import read_index, write_index
+    from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.runner import render_prompts, run_in_subprocess
+
+    train = task.load("train")[:prompts]
+    own = run_in_subprocess({
+        "model": model, "dtype": dtype, "method": "none", "batch_size": 16, "progress": False,
+        "prompt_token_ids": render_prompts(tokenizer, [e.messages for e in train]),
+        "max_tokens": [task.max_tokens] * len(train),
+    }, log_path=log)
+    write_index([t for t in own["texts"] if t.strip()] or ["-"], path,
+                source=f"{task.name}:train model outputs", field="output")
+    cfg = load_config()
+    load_tokenized(read_index(path), tokenizer, cfg.max_order, cfg.min_count)
+    return path
+
+
 def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
     from tasc_vllm.config import load_config
     from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.index_file import read_index, write_index
-    from tasc_vllm.ngram_cache import load_tokenized
     from tasc_vllm.oracle import write_oracle_file
-    from tasc_vllm.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.runner import render_prompts
     from tasc_vllm.tasks import get_task
 
     task = get_task(task_name)
@@ -153,17 +172,9 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         "max_tokens": task.max_tokens,
     }
     if any(tasc_variant(m)[0] == "tasc-self" for m in args.methods):
-        # the model's own outputs on the train prompts: what a deployed server would log
         bar.set_description(f"{task_name}: model outputs on train prompts")
-        own = run_in_subprocess({
-            "model": model, "dtype": args.dtype, "method": "none", "batch_size": 16, "progress": False,
-            "prompt_token_ids": render_prompts(tokenizer, [e.messages for e in task.load("train")[: args.self_prompts]]),
-            "max_tokens": [task.max_tokens] * min(args.self_prompts, len(task.load("train"))),
-        }, log_path=log)
-        self_index = write_index([t for t in own["texts"] if t.strip()] or ["-"], workdir / f"{task_name}-self.tasc",
-                                 source=f"{task_name}:train model outputs", field="output")
-        load_tokenized(read_index(self_index), tokenizer, cfg.max_order, cfg.min_count)
-        task_ctx["self_index"] = str(self_index)
+        task_ctx["self_index"] = str(own_output_index(task, model, tokenizer, args.dtype, args.self_prompts,
+                                                      workdir / f"{task_name}-self.tasc", log))
     common = {
         "model": model,
         "dtype": args.dtype,

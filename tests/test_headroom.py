@@ -1,0 +1,59 @@
+"""benchmarks.headroom without an engine: the whitespace-free text match, the per-position
+scores of the proposer's sources, and the result file's settings check."""
+
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks.headroom import SHARES, check_settings, score_positions, text_match_guess
+from tasc_vllm.config import TascConfig
+from tasc_vllm.index_file import write_index
+from tasc_vllm.proposer import TascProposer
+
+ANSWERS = ['{"name": "area", "arguments": {"base": %d, "height": %d}}' % (b, h)
+           for b, h in [(10, 5), (3, 4), (7, 2), (12, 9)] * 3]
+
+
+def test_text_match_ignores_whitespace_and_needs_an_earlier_occurrence():
+    schema = re.sub(r"\s", "", '{"type": "integer", "description": "The base."}, "height": {"type"')
+    answer = re.sub(r"\s", "", '{\n    "type": "integer",\n    "desc')
+    assert text_match_guess(schema + answer) == 'ription":"Thebas'  # the 16 characters after the match
+    assert text_match_guess("abcdefgh") == ""
+
+
+def test_sources_are_scored_at_every_answer_position(tmp_path, tokenizer, isolated_cache):
+    index = write_index(ANSWERS, tmp_path / "calls.tasc")
+    cfg = TascConfig(index=str(index), threshold=0.0, step_overhead=0.0)
+    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=1),
+                           model_config=SimpleNamespace(max_model_len=4096, get_vocab_size=lambda: len(tokenizer)),
+                           scheduler_config=SimpleNamespace(max_num_seqs=1))
+    proposer = TascProposer(vcfg, tokenizer=tokenizer, config=cfg)
+    pieces = [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
+    prompt = tokenizer.encode('Call area with base 8 and height 6. Schema: {"base": "int", "height": "int"}')
+    answer = tokenizer.encode('{"name": "area",\n  "arguments": {"base": 8, "height": 6}}')
+    got = score_positions(proposer, [prompt], [answer], pieces)
+    assert got["positions"] == len(answer) - 1
+    assert set(SHARES) <= set(got) and all(0.0 <= got[k] <= 1.0 for k in SHARES)
+    assert got["corpus"] > 0.5  # the answer's structure is the corpus's
+    assert got["either_top"] >= max(got["context"], got["corpus"])
+    assert got["any_candidate"] >= got["either_top"] >= got["choice"] > 0.5
+    assert got["text_match_new"] <= got["text_match"]
+    assert got["whitespace"] == sum(not pieces[t] for t in answer[1:]) / (len(answer) - 1) > 0
+
+
+def test_a_result_file_of_other_settings_is_refused_and_one_of_the_same_kept(tmp_path):
+    path = tmp_path / "headroom.json"
+    assert check_settings(path, {"k": 16}) is None
+    path.write_text(json.dumps({"settings": {"k": 8}, "rows": []}))
+    with pytest.raises(SystemExit, match="k: 8 there, 16 now"):
+        check_settings(path, {"k": 16})
+    assert check_settings(path, {"k": 8})["rows"] == []
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a headroom result file"):
+        check_settings(path, {"k": 8})
+    path.write_text(json.dumps({"settings": {"k": 8}, "rows": {}}))
+    with pytest.raises(SystemExit, match="no list of rows"):
+        check_settings(path, {"k": 8})

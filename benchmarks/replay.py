@@ -30,12 +30,12 @@ def greedy_outputs(task_name: str, prompts: int, model: str, tokenizer, dtype: s
     from tasc_vllm.tasks import get_task
 
     path = RESULTS / f"replay-greedy-{task_name}.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        if data["prompts"] >= prompts and data["dtype"] == dtype:
-            return data
     task = get_task(task_name)
     test = task.load("test")[:prompts]
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data["prompts"] >= len(test) and data["dtype"] == dtype:  # a task may hold fewer than asked for
+            return data
     ids = render_prompts(tokenizer, [e.messages for e in test])
     run = run_in_subprocess({"model": model, "dtype": dtype, "method": "none", "batch_size": 16, "progress": True,
                              "prompt_token_ids": ids, "max_tokens": [task.max_tokens] * len(ids)},

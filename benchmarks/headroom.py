@@ -21,8 +21,8 @@ of the model's own answers to train prompts:
   before their first wrong token, and of drafting as long as any candidate exists, cut the
   same way.
 
-Writes ``benchmarks/results/headroom.json`` (tasks measured again replace their entries) and
-regenerates ``benchmarks/RESULTS.md``.
+Writes ``benchmarks/results/headroom.json`` after every task (tasks measured again replace their
+rows, others are kept; ``seconds`` adds up) and regenerates ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -172,7 +172,9 @@ def main(argv=None) -> int:
                                model_config=SimpleNamespace(max_model_len=1 << 20, get_vocab_size=lambda: len(tokenizer)),
                                scheduler_config=SimpleNamespace(max_num_seqs=1))
 
-    rows = []
+    res = {"kind": "headroom", "name": args.name, "machine": machine(), "settings": settings,
+           "rows": old["rows"] if old else []}
+    seconds_before = old.get("seconds", 0.0) if old else 0.0
     bar = tqdm(total=2 * len(tasks), desc="headroom", unit="index")
     for name in tasks:
         task = get_task(name)
@@ -184,6 +186,7 @@ def main(argv=None) -> int:
             bar.set_description(f"{name}: model outputs on train prompts")
             own_output_index(task, model, tokenizer, args.dtype, args.self_prompts, own,
                              RESULTS / f"replay-{name}-engines.log")
+        rows = []
         indexes = {"reference": prepare_task_index(task, tokenizer, folder, base_cfg.max_order, base_cfg.min_count),
                    "own outputs": own}
         for label, index in indexes.items():
@@ -197,14 +200,13 @@ def main(argv=None) -> int:
             rows.append({"task": name, "index": label, "answer_tokens": sum(map(len, outputs)), **shares,
                          "stop": stop_ceilings(proposer, prompts, outputs, args.overhead)})
             bar.update()
+        # saved after every task, so a run cut short keeps what it finished
+        res["rows"] = [r for r in res["rows"] if r["task"] != name] + rows
+        res["seconds"] = seconds_before + time.time() - t0
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        tmp.replace(path)
     bar.close()
-    if old is not None:
-        rows = [r for r in old["rows"] if r["task"] not in tasks] + rows
-    res = {"kind": "headroom", "name": args.name, "machine": machine(), "settings": settings,
-           "seconds": time.time() - t0, "rows": rows}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(path)
     for line in headroom_section(path.name, res):
         print(line)
     print(write_report())

@@ -7,6 +7,7 @@
 # make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
+# make bench-headroom - which-token and when-to-stop ceilings of TASC-spec's drafting, over recorded answers
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
 
-.PHONY: install demo test bench bench-quick bench-online bench-ft bench-scaling bench-load clean-venv
+.PHONY: install demo test bench bench-quick bench-online bench-ft bench-scaling bench-load bench-headroom clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,9 @@ bench-scaling: install
 
 bench-load: install
 	$(RUN) $(PY) -m benchmarks.serve_load
+
+bench-headroom: install
+	$(RUN) $(PY) -m benchmarks.headroom
 
 clean-venv:
 	rm -rf $(VENV)

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts whose greedy answers are scored")
-    p.add_argument("--self-prompts", type=int, default=256, help="train prompts for the own-output index")
+    p.add_argument("--self-prompts", type=int, default=64, help="train prompts for the own-output index")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--overhead", type=float, default=12.0, help="a step's fixed cost in verified tokens")

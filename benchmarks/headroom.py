@@ -227,7 +227,7 @@ def headroom_section(file_name: str, res: dict) -> list[str]:
         "answer positions where the model's next token is each source's guess, given the true tokens before it. "
         "Modelled speed-ups use a step cost of "
         f"{s['overhead']:g} + verified tokens, k={s['k']}; \"cut\" = the same drafts cut exactly before their first "
-        f"wrong token. {res['seconds'] / 60:.1f} min in all.",
+        "wrong token.",
         "",
         "| task | index | positions | TASC-spec's choice | request's guess | corpus's top guess | either top guess "
         "| any candidate | text match, whitespace ignored | text match where the choice missed | whitespace-only tokens "

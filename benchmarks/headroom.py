@@ -33,12 +33,11 @@ import re
 import sys
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.replay import greedy_outputs, modelled_speedup, replay
+from benchmarks.replay import greedy_outputs, modelled_speedup, replay, standalone_proposer
 from benchmarks.run import RESULTS, machine, own_output_index
 
 SHARES = ("choice", "context", "corpus", "either_top", "any_candidate", "text_match", "text_match_new",
@@ -137,7 +136,6 @@ def main(argv=None) -> int:
     from tasc_vllm.config import load_config
     from tasc_vllm.demo import prepare_task_index
     from tasc_vllm.models import materialize
-    from tasc_vllm.proposer import TascProposer
     from tasc_vllm.tasks import TASKS, get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,11 +165,6 @@ def main(argv=None) -> int:
     folder.mkdir(exist_ok=True)
     base_cfg = load_config()
 
-    def vllm_config(k):
-        return SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=k),
-                               model_config=SimpleNamespace(max_model_len=1 << 20, get_vocab_size=lambda: len(tokenizer)),
-                               scheduler_config=SimpleNamespace(max_num_seqs=1))
-
     res = {"kind": "headroom", "name": args.name, "machine": machine(), "settings": settings,
            "rows": old["rows"] if old else []}
     seconds_before = old.get("seconds", 0.0) if old else 0.0
@@ -194,7 +187,7 @@ def main(argv=None) -> int:
             cfg = replace(base_cfg, index=str(index))
 
             def proposer(settings, k=args.k, cfg=cfg):
-                return TascProposer(vllm_config(k), tokenizer=tokenizer, config=replace(cfg, **settings))
+                return standalone_proposer(tokenizer, replace(cfg, **settings), k)
 
             shares = score_positions(proposer({"threshold": 0.0, "step_overhead": 0.0}, k=1), prompts, outputs, pieces)
             rows.append({"task": name, "index": label, "answer_tokens": sum(map(len, outputs)), **shares,

@@ -45,6 +45,17 @@ def greedy_outputs(task_name: str, prompts: int, model: str, tokenizer, dtype: s
     return data
 
 
+def standalone_proposer(tokenizer, config, k: int, max_model_len: int = 8192, max_num_seqs: int = 1):
+    """TASC-spec outside an engine: a ``TascProposer`` given the few vLLM config fields it reads."""
+    from tasc_vllm.proposer import TascProposer
+
+    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=k),
+                           model_config=SimpleNamespace(max_model_len=max_model_len,
+                                                        get_vocab_size=lambda: len(tokenizer)),
+                           scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+    return TascProposer(vcfg, tokenizer=tokenizer, config=config)
+
+
 def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -> dict:
     """Steps, drafted and accepted tokens when ``proposer`` drafts for each request alone."""
     steps = drafted = accepted = 0
@@ -81,7 +92,6 @@ def main(argv=None) -> int:
     from tasc_vllm.config import load_config
     from tasc_vllm.demo import prepare_task_index
     from tasc_vllm.models import materialize
-    from tasc_vllm.proposer import TascProposer
     from tasc_vllm.tasks import get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,14 +116,11 @@ def main(argv=None) -> int:
     for item in args.set:
         name, _, values = item.partition("=")
         grid[name] = [type(getattr(base_cfg, name))(v) for v in values.split(",")]
-    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=args.k),
-                           model_config=SimpleNamespace(max_model_len=8192, get_vocab_size=lambda: len(tokenizer)),
-                           scheduler_config=SimpleNamespace(max_num_seqs=1))
     print(f"{args.task}: {len(prompts)} prompts, {sum(map(len, outputs))} greedy output tokens, k={args.k}")
     print("setting | steps | drafted | accepted | accepted/drafted | mean accepted length | modelled speed-up")
     for combo in itertools.product(*grid.values()) if grid else [()]:
         cfg = replace(base_cfg, **dict(zip(grid, combo)))
-        proposer = TascProposer(vcfg, tokenizer=tokenizer, config=cfg)
+        proposer = standalone_proposer(tokenizer, cfg, args.k)
         r = replay(proposer, prompts, outputs)
         label = ", ".join(f"{k}={v}" for k, v in zip(grid, combo)) or "defaults"
         drafts_acc = r["accepted"] / max(1, r["drafted"])

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from tqdm import tqdm
@@ -78,10 +77,10 @@ def step_cost(prop, rows, lengths, reps: int = 30) -> tuple[float, list[list[int
 
 
 def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path) -> dict:
+    from benchmarks.replay import standalone_proposer
     from tasc_vllm.config import TascConfig
     from tasc_vllm.index_file import read_index, write_index
     from tasc_vllm.ngram_cache import load_tokenized
-    from tasc_vllm.proposer import TascProposer
 
     index_path = workdir / f"corpus-{size}.tasc"
     t0 = time.perf_counter()
@@ -92,17 +91,13 @@ def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path
     cached = load_tokenized(read_index(index_path), tokenizer, max_order=8)
     load = time.perf_counter() - t1
     assert cached.from_cache
-    cfg = SimpleNamespace(
-        speculative_config=SimpleNamespace(num_speculative_tokens=8),
-        model_config=SimpleNamespace(max_model_len=rows.shape[1], get_vocab_size=lambda: len(tokenizer)),
-        scheduler_config=SimpleNamespace(max_num_seqs=rows.shape[0]),
-    )
-    per_step, drafts = step_cost(TascProposer(cfg, tokenizer=tokenizer, config=TascConfig(index=str(index_path))),
-                                 rows, lengths)
+    def proposer(**settings):
+        return standalone_proposer(tokenizer, TascConfig(index=str(index_path), **settings), 8,
+                                   max_model_len=rows.shape[1], max_num_seqs=rows.shape[0])
+
+    per_step, drafts = step_cost(proposer(), rows, lengths)
     # without the step-cost rule every row drafts as long as the statistics allow (as at batch 1)
-    per_step_long, drafts_long = step_cost(
-        TascProposer(cfg, tokenizer=tokenizer, config=TascConfig(index=str(index_path), step_overhead=0.0)),
-        rows, lengths)
+    per_step_long, drafts_long = step_cost(proposer(step_overhead=0.0), rows, lengths)
     return {
         "tokens": tc.num_tokens,
         "texts": len(texts),

@@ -116,6 +116,8 @@ def check_settings(path, settings: dict) -> dict | None:
         return None
     try:
         old = json.loads(path.read_text())
+        if old.get("kind") != "headroom":
+            raise ValueError(f"its kind is {old.get('kind')!r}")
         differ = [f"{k}: {old['settings'].get(k)!r} there, {v!r} now" for k, v in settings.items()
                   if old["settings"].get(k) != v]
         rows = old["rows"]

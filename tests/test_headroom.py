@@ -47,13 +47,16 @@ def test_sources_are_scored_at_every_answer_position(tmp_path, tokenizer, isolat
 def test_a_result_file_of_other_settings_is_refused_and_one_of_the_same_kept(tmp_path):
     path = tmp_path / "headroom.json"
     assert check_settings(path, {"k": 16}) is None
-    path.write_text(json.dumps({"settings": {"k": 8}, "rows": []}))
+    path.write_text(json.dumps({"kind": "headroom", "settings": {"k": 8}, "rows": []}))
     with pytest.raises(SystemExit, match="k: 8 there, 16 now"):
         check_settings(path, {"k": 16})
     assert check_settings(path, {"k": 8})["rows"] == []
+    path.write_text(json.dumps({"settings": {"k": 8}, "tasks": []}))  # another benchmark's file
+    with pytest.raises(SystemExit, match="not a headroom result file"):
+        check_settings(path, {"k": 8})
     path.write_text("{not json")
     with pytest.raises(SystemExit, match="not a headroom result file"):
         check_settings(path, {"k": 8})
-    path.write_text(json.dumps({"settings": {"k": 8}, "rows": {}}))
+    path.write_text(json.dumps({"kind": "headroom", "settings": {"k": 8}, "rows": {}}))
     with pytest.raises(SystemExit, match="no list of rows"):
         check_settings(path, {"k": 8})

@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     from tasc_vllm.config import load_config
     from tasc_vllm.demo import prepare_task_index
     from tasc_vllm.models import materialize
+    from tasc_vllm.paths import write_atomic
     from tasc_vllm.tasks import TASKS, get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,9 +199,7 @@ def main(argv=None) -> int:
         # saved after every task, so a run cut short keeps what it finished
         res["rows"] = [r for r in res["rows"] if r["task"] != name] + rows
         res["seconds"] = seconds_before + time.time() - t0
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(res, indent=1))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(res, indent=1).encode())
     bar.close()
     for line in headroom_section(path.name, res):
         print(line)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
+    from tasc_vllm.paths import write_atomic
     from tasc_vllm.tasks import get_task
 
     try:
@@ -39,9 +40,7 @@ def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
             changes.append((t["task"], r["method"], r["batch_size"], r.get("task_score"), new))
             r["task_score"] = new
     data["rescored_unix"] = int(time.time())
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=1).encode())
     return changes
 
 

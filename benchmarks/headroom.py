@@ -42,6 +42,7 @@ from benchmarks.run import RESULTS, machine, own_output_index
 
 SHARES = ("choice", "context", "corpus", "either_top", "any_candidate", "text_match", "text_match_new",
           "whitespace")
+DRAFT_WHILE_ANY = {"threshold": 0.0, "step_overhead": 0.0}  # no stop rule: draft while a candidate exists
 TEXT_MATCH_CHARS = (24, 16, 12, 8, 6, 4)  # whitespace-free suffix lengths tried, longest first
 
 
@@ -100,7 +101,7 @@ def stop_ceilings(make_proposer, prompts, outputs, overhead: float) -> dict:
     """Modelled speed-ups of the default stop rule and of drafting while any candidate exists,
     each as drafted and cut exactly before the first wrong token."""
     out = {}
-    for name, settings in (("default", {}), ("longest", {"threshold": 0.0, "step_overhead": 0.0})):
+    for name, settings in (("default", {}), ("longest", DRAFT_WHILE_ANY)):
         r = replay(make_proposer(settings), prompts, outputs)
         cut = dict(r, drafted=r["accepted"])
         out[name] = {"speedup": modelled_speedup(r, overhead), "speedup_cut": modelled_speedup(cut, overhead),
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
             def proposer(settings, k=args.k, cfg=cfg):
                 return standalone_proposer(tokenizer, replace(cfg, **settings), k)
 
-            shares = score_positions(proposer({"threshold": 0.0, "step_overhead": 0.0}, k=1), prompts, outputs, pieces)
+            shares = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
             rows.append({"task": name, "index": label, "answer_tokens": sum(map(len, outputs)), **shares,
                          "stop": stop_ceilings(proposer, prompts, outputs, args.overhead)})
             bar.update()

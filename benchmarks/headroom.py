@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         bar.set_description(f"{name}: greedy answers")
         data = greedy_outputs(name, args.prompts, model, tokenizer, args.dtype)
         prompts, outputs = data["prompt_ids"][: args.prompts], data["output_ids"][: args.prompts]
-        own = folder / f"{name}-self-{args.self_prompts}.tasc"
+        own = folder / f"{name}-self-{args.self_prompts}-{args.dtype}.tasc"  # recorded once per count and dtype
         if not own.exists():
             bar.set_description(f"{name}: model outputs on train prompts")
             own_output_index(task, model, tokenizer, args.dtype, args.self_prompts, own,

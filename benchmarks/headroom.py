@@ -9,7 +9,8 @@ of the model's own answers to train prompts:
 
 - **Which token.** At every answer position, given the true tokens before it, is the model's
   next token the proposer's own choice, the request's guess, the corpus's top guess, either
-  of the two, or any candidate the proposer has (the corpus's top guesses and the request's)?
+  of the two, or any candidate the proposer has (the corpus's top guesses and the request's,
+  from the longer of its token-for-token and whitespace-skipping matches)?
   A candidate set that misses the token bounds every ranking rule.  One source the proposer
   does not have is scored beside them: the request matched as text with all whitespace
   removed (an answer that pretty-prints JSON its prompt holds compact), counted right when
@@ -63,7 +64,7 @@ def score_positions(proposer, prompts, outputs, pieces) -> dict:
     source's guess is the model's next token.  ``proposer`` must draft one token whenever it
     has a candidate (``k=1``, no threshold, no step cost); ``pieces[t]``: token ``t``'s text
     without whitespace."""
-    from tasc_vllm.lookups import find_context_match, longest_corpus_entry
+    from tasc_vllm.lookups import longest_corpus_entry, request_guess
 
     cfg, table = proposer.cfg, proposer.table
     no_draft = np.zeros(1, np.int32)
@@ -79,7 +80,7 @@ def score_positions(proposer, prompts, outputs, pieces) -> dict:
             # as after a step that gained seq[pos - 1]: observe it, then draft
             draft = proposer.propose([[int(seq[pos - 1])]], np.array([pos], np.int32), buf)[0]
             choice = draft[0] if draft else -1
-            ptr, _ = find_context_match(seq, pos, no_draft, 0, cfg.context_min_order, cfg.context_max_order)
+            ptr, _, _ = request_guess(seq, pos, cfg.context_min_order, cfg.context_max_order, proposer.space)
             guess = int(seq[ptr]) if ptr >= 0 else -1
             entry, _ = longest_corpus_entry(seq, pos, no_draft, 0, table.slots, table.keys, cfg.max_order)
             top = [int(t) for t in table.nexts[entry] if t >= 0] if entry >= 0 else []

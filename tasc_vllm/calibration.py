@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasc_vllm.lookups import find_context_match, longest_corpus_entry
+from tasc_vllm.lookups import longest_corpus_entry, request_guess
 
 PRIOR_TRIALS = 4.0
 PROB_BINS = 10
@@ -32,7 +32,8 @@ MAX_ORDER = 32  # TascConfig.max_order's bound
 MAX_MATCH = 64  # TascConfig.context_max_order's bound
 DRAFT_BINS = 20
 CONTEXT_BASE = MAX_ORDER * PROB_BINS
-DRAFT_BASE = CONTEXT_BASE + MAX_MATCH + 1
+SPACED_BASE = CONTEXT_BASE + MAX_MATCH + 1
+DRAFT_BASE = SPACED_BASE + MAX_MATCH + 1
 NUM_BUCKETS = DRAFT_BASE + DRAFT_BINS
 
 
@@ -58,6 +59,11 @@ def context_bucket(m):
 
 
 @njit(cache=True, inline="always")
+def spaced_bucket(m):
+    return SPACED_BASE + min(m, MAX_MATCH)
+
+
+@njit(cache=True, inline="always")
 def draft_bucket(confidence):
     return DRAFT_BASE + _bin(confidence, DRAFT_BINS)
 
@@ -69,8 +75,10 @@ def calibrated(cal, bucket, prior):
 
 @njit(cache=True)
 def observe_batch(rows, lengths, new_tokens, token_ids, slots, keys, nexts, counts, totals, max_order,
-                  ctx_min_order, ctx_max_order, alpha, cal):
-    """Score both sources' top guesses for each row's last ``new_tokens[i]`` tokens."""
+                  ctx_min_order, ctx_max_order, alpha, space, cal):
+    """Score both sources' top guesses for each row's last ``new_tokens[i]`` tokens (the
+    request's guess in the bucket of the match the drafting loop would take it from: with
+    whitespace skipped when ``space`` is not empty and that match is the longer one)."""
     for i in range(rows.shape[0]):
         r = rows[i]
         row = token_ids[r]
@@ -85,9 +93,9 @@ def observe_batch(rows, lengths, new_tokens, token_ids, slots, keys, nexts, coun
                 cal[1, b] += 1.0
                 if nexts[entry, 0] == tok:
                     cal[0, b] += 1.0
-            ptr, m = find_context_match(row, p, row, 0, ctx_min_order, ctx_max_order)
+            ptr, m, spaced = request_guess(row, p, ctx_min_order, ctx_max_order, space)
             if ptr >= 0:
-                b = context_bucket(m)
+                b = spaced_bucket(m) if spaced else context_bucket(m)
                 cal[1, b] += 1.0
                 if row[ptr] == tok:
                     cal[0, b] += 1.0

@@ -19,6 +19,7 @@ class TascConfig:
     max_order: int = 8  # TASC_MAX_ORDER: longest corpus context, in tokens
     context_min_order: int = 1  # TASC_CONTEXT_MIN_ORDER: shortest in-request match used
     context_max_order: int = 8  # TASC_CONTEXT_MAX_ORDER: longest in-request match tried
+    spaced_match: int = 1  # TASC_SPACED_MATCH: also match the request with whitespace-only tokens skipped (0: off)
     corpus_weight: float = 1.0  # TASC_CORPUS_WEIGHT: trust in the corpus source (0..1)
     context_weight: float = 1.0  # TASC_CONTEXT_WEIGHT: trust in the context source (0..1)
     alpha: float = 1.0  # TASC_ALPHA: corpus smoothing, p = count / (total + alpha)
@@ -47,6 +48,7 @@ class TascConfig:
             (self.stop_rule in ("yield", "first"), f"stop_rule must be 'yield' or 'first' (got {self.stop_rule!r})"),
             (self.min_count >= 1, "min_count must be >= 1"),
             (self.calibrate in (0, 1, 2), "calibrate must be 0, 1 or 2"),
+            (self.spaced_match in (0, 1), "spaced_match must be 0 or 1"),
             (0 <= self.learn_entries <= 1_000_000_000, "learn_entries must be in 0..1e9"),
         ]
         for ok, msg in checks:

@@ -7,7 +7,8 @@ For each draft position both sources propose:
   tokens) found in the corpus table, with probability ``count / (total + alpha)``;
 - the context: the token that followed the most recent earlier occurrence of the longest
   suffix (``ctx_min_order``..``ctx_max_order`` tokens) of the request, with probability
-  ``m / (m + gamma)`` for a match of ``m`` tokens.
+  ``m / (m + gamma)`` for a match of ``m`` tokens; matched token for token and with
+  whitespace-only tokens skipped, the longer match giving the guess.
 
 Both probabilities go through the online calibration (:mod:`tasc_vllm.calibration`): once
 the proposer has seen how often each kind of guess is right on this task, it uses that rate.
@@ -25,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasc_vllm.calibration import calibrated, context_bucket, corpus_bucket, draft_bucket
-from tasc_vllm.lookups import find_context_match, longest_corpus_entry
+from tasc_vllm.calibration import calibrated, context_bucket, corpus_bucket, draft_bucket, spaced_bucket
+from tasc_vllm.lookups import find_context_match, is_space, longest_corpus_entry, next_non_space, takes_spaced
 from tasc_vllm.ngram_table import TOP_K
 
 
@@ -50,13 +51,17 @@ def draft_one(
     threshold,
     step_cost,
     vocab_size,
+    space,
     cal,
     out,
     out_conf,
 ):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's running
     confidence after each token in ``out_conf``; returns how many. ``cal``: the calibration
-    score (:func:`tasc_vllm.calibration.new_calibration`).
+    score (:func:`tasc_vllm.calibration.new_calibration`).  ``space``: one flag per token id,
+    set for whitespace-only tokens; when it is not empty, the request is also matched with
+    those tokens skipped (:func:`tasc_vllm.lookups.find_context_match`), and that match's
+    guess is the request's when it is the longer one.
 
     With ``step_cost`` > 0 (a step's cost per row, in verified tokens) a token is drafted only
     while it raises the draft's expected yield per unit of cost: its chance of acceptance
@@ -67,14 +72,22 @@ def draft_one(
     expected = 1.0  # tokens the step yields: the verified token plus the draft's expected accepted ones
     cand_tok = np.empty(TOP_K + 1, dtype=np.int64)
     cand_score = np.empty(TOP_K + 1, dtype=np.float64)
-    ptr, mlen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order)
+    spaced = space.shape[0] > 0
+    exact = space[:0]  # no token skipped
+    ptr, mlen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order, exact)
+    sptr, slen = -1, 0
+    if spaced:
+        sptr, slen = find_context_match(ctx, n_ctx, out, 0, ctx_min_order, ctx_max_order, space)
     while n_draft < k:
         # ---- corpus: longest context with statistics
         entry, order = longest_corpus_entry(ctx, n_ctx, out, n_draft, slots, keys, max_order)
-        # ---- context: follower of the longest earlier match
+        # ---- context: follower of the longest earlier match, whitespace skipped or not
         x_tok = -1
         px = 0.0
-        if ptr >= 0 and ptr < n_ctx:
+        if spaced and takes_spaced(n_ctx, ptr, mlen, sptr, slen):
+            x_tok = ctx[sptr]
+            px = calibrated(cal, spaced_bucket(slen), slen / (slen + gamma))
+        elif ptr >= 0 and ptr < n_ctx:
             x_tok = ctx[ptr]
             px = calibrated(cal, context_bucket(mlen), mlen / (mlen + gamma))
         # ---- mix the candidates
@@ -123,12 +136,18 @@ def draft_one(
         out[n_draft] = t_best
         out_conf[n_draft] = cum
         n_draft += 1
-        # ---- advance the context match, or search again when the draft left it
-        if x_tok >= 0 and t_best == x_tok:
+        # ---- advance the context matches, or search again when the draft left them
+        if ptr >= 0 and ptr < n_ctx and t_best == ctx[ptr]:
             ptr += 1
             mlen = min(mlen + 1, ctx_max_order)
         else:
-            ptr, mlen = find_context_match(ctx, n_ctx, out, n_draft, ctx_min_order, ctx_max_order)
+            ptr, mlen = find_context_match(ctx, n_ctx, out, n_draft, ctx_min_order, ctx_max_order, exact)
+        if spaced and not is_space(space, t_best):  # a whitespace token leaves the spaced match as it is
+            if sptr >= 0 and sptr < n_ctx and t_best == ctx[sptr]:
+                sptr = next_non_space(ctx, n_ctx, space, sptr + 1)
+                slen = min(slen + 1, ctx_max_order)
+            else:
+                sptr, slen = find_context_match(ctx, n_ctx, out, n_draft, ctx_min_order, ctx_max_order, space)
     return n_draft
 
 
@@ -153,6 +172,7 @@ def draft_batch(
     threshold,
     step_cost,
     vocab_size,
+    space,
     cal,
     out,
     out_len,
@@ -181,6 +201,7 @@ def draft_batch(
             threshold,
             step_cost,
             vocab_size,
+            space,
             cal,
             out[i],
             out_conf[i],

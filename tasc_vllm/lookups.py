@@ -37,30 +37,85 @@ def longest_corpus_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order):
     return entry, found
 
 
-@njit(cache=True)
-def find_context_match(ctx, n_ctx, draft, n_draft, min_order, max_order):
-    """Longest (then most recent) earlier occurrence of the sequence's suffix.
+@njit(cache=True, inline="always")
+def is_space(space, tok):
+    """Whether ``tok`` is a whitespace-only token (``space``: one flag per token id)."""
+    return tok >= 0 and tok < space.shape[0] and space[tok] != 0
 
-    Returns (position of the token that followed it, match length) or (-1, 0)."""
+
+@njit(cache=True)
+def next_non_space(ctx, n_ctx, space, p):
+    """The first position from ``p`` on in ``ctx[:n_ctx]`` that holds no whitespace-only
+    token, or ``n_ctx``."""
+    while p < n_ctx and is_space(space, ctx[p]):
+        p += 1
+    return p
+
+
+@njit(cache=True)
+def find_context_match(ctx, n_ctx, draft, n_draft, min_order, max_order, space):
+    """Longest (then most recent) earlier occurrence of the sequence's suffix, with the tokens
+    ``space`` flags (whitespace only) skipped on both sides: matched that way, an answer that
+    lays out with newlines and indents what its prompt holds on one line still finds it.
+    ``space`` empty (``space[:0]``): token for token.
+
+    Returns (position of the first unskipped token that followed it, match length in
+    unskipped tokens) or (-1, 0)."""
     total = n_ctx + n_draft
-    if total < 2 or max_order < 1:
+    end = total - 1
+    while end >= 0 and is_space(space, token_at(ctx, n_ctx, draft, end)):
+        end -= 1
+    if end < 1 or max_order < 1:
         return -1, 0
-    last = token_at(ctx, n_ctx, draft, total - 1)
+    last = token_at(ctx, n_ctx, draft, end)
     best_pos = -1
     best_len = 0
-    # candidate occurrence ends at j (inclusive); its follower ctx[j + 1] must be in ctx
-    j = min(total - 2, n_ctx - 2)
+    # candidate occurrence ends at j (inclusive); its follower must be in ctx
+    j = min(end - 1, n_ctx - 2)
     while j >= 0:
         if ctx[j] == last:
             m = 1
-            while m < max_order and j - m >= 0 and ctx[j - m] == token_at(ctx, n_ctx, draft, total - 1 - m):
-                m += 1
-            if m > best_len:
-                best_len = m
-                best_pos = j + 1
-                if m >= max_order:
+            a = j - 1
+            b = end - 1
+            while m < max_order:
+                while a >= 0 and is_space(space, ctx[a]):
+                    a -= 1
+                while b >= 0 and is_space(space, token_at(ctx, n_ctx, draft, b)):
+                    b -= 1
+                if a < 0 or b < 0 or ctx[a] != token_at(ctx, n_ctx, draft, b):
                     break
+                m += 1
+                a -= 1
+                b -= 1
+            if m > best_len:
+                f = next_non_space(ctx, n_ctx, space, j + 1)
+                if f < n_ctx:
+                    best_len = m
+                    best_pos = f
+                    if m >= max_order:
+                        break
         j -= 1
     if best_len < min_order:
         return -1, 0
     return best_pos, best_len
+
+
+@njit(cache=True, inline="always")
+def takes_spaced(n_ctx, ptr, mlen, sptr, slen):
+    """Whether the request's guess comes from the spaced match (``sptr``, ``slen``) rather than
+    the token-for-token one (``ptr``, ``mlen``): it has a follower and is the longer match."""
+    exact = mlen if 0 <= ptr < n_ctx else 0
+    return 0 <= sptr < n_ctx and slen > exact
+
+
+@njit(cache=True)
+def request_guess(seq, n, min_order, max_order, space):
+    """The request's guess for the token after ``seq[:n]``, as the drafting loop makes it:
+    (position of the guessed token, match length, whether whitespace was skipped), or
+    (-1, 0, False).  ``space`` empty: token for token only."""
+    ptr, m = find_context_match(seq, n, seq, 0, min_order, max_order, space[:0])
+    if space.shape[0] > 0:
+        sptr, sm = find_context_match(seq, n, seq, 0, min_order, max_order, space)
+        if takes_spaced(n, ptr, m, sptr, sm):
+            return sptr, sm, True
+    return ptr, m, False

@@ -64,6 +64,16 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
     return prefix, int(end)
 
 
+def whitespace_tokens(tokenizer, size: int) -> np.ndarray:
+    """One flag per token id below ``size``: 1 where the token decodes to whitespace only
+    (spaces, newlines, indents), 0 elsewhere and past the tokenizer's vocabulary."""
+    n = min(len(tokenizer), size)
+    texts = tokenizer.batch_decode([[i] for i in range(n)])
+    flags = np.zeros(size, dtype=np.uint8)
+    flags[:n] = [bool(t) and not t.strip() for t in texts]
+    return flags
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)

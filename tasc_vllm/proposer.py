@@ -21,7 +21,7 @@ from tasc_vllm.config import TascConfig, load_config
 from tasc_vllm.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index_file import read_index
-from tasc_vllm.ngram_cache import load_tokenized
+from tasc_vllm.ngram_cache import load_tokenized, whitespace_tokens
 from tasc_vllm.learned_state import SaveRequests, load_learned, save_learned
 from tasc_vllm.online_learning import learn_batch, with_room
 
@@ -84,6 +84,8 @@ class TascProposer:
             if self.cfg.learned_path:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
         self.vocab_size = int(model_config.get_vocab_size())
+        self.space = (whitespace_tokens(tokenizer, self.vocab_size) if self.cfg.spaced_match
+                      else np.zeros(0, dtype=np.uint8))
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
@@ -117,7 +119,7 @@ class TascProposer:
         return (
             t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
             c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
-            c.threshold_for(rows), c.step_cost(rows), self.vocab_size, self.calibration,
+            c.threshold_for(rows), c.step_cost(rows), self.vocab_size, self.space, self.calibration,
         )
 
     def _warm_up(self) -> None:
@@ -137,7 +139,8 @@ class TascProposer:
                                                                    self.calibration)
         if c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t.slots, t.keys, t.nexts, t.counts, t.totals,
-                          c.max_order, c.context_min_order, c.context_max_order, c.alpha, self.calibration)
+                          c.max_order, c.context_min_order, c.context_max_order, c.alpha, self.space,
+                          self.calibration)
         if self._used is not None:
             self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, c.max_order, t.slots,
                                                      t.keys, t.nexts, t.counts, t.totals, self._used))

@@ -12,6 +12,7 @@ from tasc_vllm.drafting import draft_batch
 from tasc_vllm.ngram_table import TOP_K, build_table, context_key, lookup
 
 DEFAULTS = dict(max_order=6, ctx_min=1, ctx_max=8, wc=1.0, wx=1.0, alpha=1.0, gamma=2.0, threshold=0.05)
+NO_SPACE = np.zeros(0, np.uint8)  # no whitespace flags: the request is matched token for token only
 
 
 def corpus_array(texts):
@@ -33,7 +34,7 @@ def brute_force(texts, max_order):
     return stats
 
 
-def draft(table, ctx, limit, vocab=1000, cal=None, **over):
+def draft(table, ctx, limit, vocab=1000, cal=None, space=NO_SPACE, **over):
     p = {**DEFAULTS, **over}
     tokens = np.array([ctx + [0] * 4], dtype=np.int32)
     out = np.zeros((1, max(limit, 1)), np.int32)
@@ -41,7 +42,8 @@ def draft(table, ctx, limit, vocab=1000, cal=None, **over):
     draft_batch(
         np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
         table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, space, new_calibration() if cal is None else cal, out, out_len,
+        np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
 
@@ -114,6 +116,53 @@ def test_context_copies_values_the_corpus_cannot_know():
     assert d[:2] == [31, 32]
 
 
+# whitespace-only tokens in these tests: 7 (a newline and indent) and 8 (a space)
+SPACE = np.zeros(1000, np.uint8)
+SPACE[[7, 8]] = 1
+
+
+def test_context_match_skips_whitespace_on_both_sides():
+    from tasc_vllm.lookups import find_context_match
+
+    prompt = [50, 30, 31, 8, 32, 33, 51]  # "30 31 32 33" held on one line
+    answer = [30, 7, 31, 7, 7, 32]  # the answer lays it out over lines
+    seq = np.array(prompt + answer, dtype=np.int32)
+    none = np.zeros(0, np.int32)
+    assert find_context_match(seq, len(seq), none, 0, 1, 8, NO_SPACE) == (5, 1)  # token for token: "32" alone
+    # whitespace skipped: "30 31 32" matched, and 33 (past the space token) follows
+    assert find_context_match(seq, len(seq), none, 0, 1, 8, SPACE) == (5, 3)
+    # the same when the answer's last token is whitespace, and when the sequence ends in a draft
+    assert find_context_match(np.append(seq, 7), len(seq) + 1, none, 0, 1, 8, SPACE) == (5, 3)
+    assert find_context_match(seq[:-1], len(seq) - 1, np.array([32], np.int32), 1, 1, 8, SPACE) == (5, 3)
+    assert find_context_match(seq, len(seq), none, 0, 4, 8, SPACE) == (-1, 0)  # shorter than min_order
+    assert find_context_match(np.array([7, 7, 7], np.int32), 3, none, 0, 1, 8, SPACE) == (-1, 0)
+
+
+def test_spaced_match_drafts_through_the_answers_own_layout():
+    # the corpus knows that a newline and indent (7) follows 32; the values come from the prompt,
+    # which holds them on one line
+    table = build_table(corpus_array([[32, 7]] * 20), max_order=4)
+    prompt = [50, 30, 31, 32, 33, 34, 51]
+    answer = [30, 8, 31, 8, 32]
+    # the corpus drafts the newline, then the spaced match, untouched by it, goes on with 33 34
+    assert draft(table, prompt + answer, 3, space=SPACE) == [7, 33, 34]
+    # token for token, no earlier newline has a follower to copy
+    assert draft(table, prompt + answer, 3) == [7]
+
+
+def test_calibration_scores_a_spaced_guess_in_its_own_bucket():
+    from tasc_vllm.calibration import spaced_bucket
+
+    table = build_table(corpus_array([[1, 2]]), max_order=2)
+    cal = new_calibration()
+    # prompt 30 31 32 33; the answer's last tokens: 7 (newline), 32 (spaced "30 31" -> 32: hit)
+    observe(table, [30, 31, 32, 33, 30, 7, 31, 7, 32], 1, cal, space=SPACE)
+    assert (cal[0, spaced_bucket(2)], cal[1, spaced_bucket(2)]) == (1, 1)
+    cal_plain = new_calibration()
+    observe(table, [30, 31, 32, 33, 30, 7, 31, 7, 32], 1, cal_plain)
+    assert cal_plain[1, spaced_bucket(2)] == 0  # without the flags the spaced source is never scored
+
+
 def test_no_draft_when_nothing_is_known():
     table = build_table(corpus_array([[1, 2, 3]]), max_order=3)
     assert draft(table, [70, 71, 72], 5) == []
@@ -135,7 +184,7 @@ def test_batch_rows_are_independent():
     p = DEFAULTS
     draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
                 table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 100, new_calibration(), out, out_len, np.zeros(out.shape))
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 100, NO_SPACE, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -210,10 +259,10 @@ def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
     assert counts[4] == 2 and counts[5] == 1
 
 
-def observe(table, row, new, cal, max_order=3):
+def observe(table, row, new, cal, max_order=3, space=NO_SPACE):
     tokens = np.array([row], dtype=np.int32)
     observe_batch(np.array([0]), np.array([len(row)], np.int32), np.array([new]), tokens, table.slots, table.keys,
-                  table.nexts, table.counts, table.totals, max_order, 1, 8, 1.0, cal)
+                  table.nexts, table.counts, table.totals, max_order, 1, 8, 1.0, space, cal)
 
 
 def test_calibration_scores_each_sources_guess_in_its_bucket():
@@ -282,7 +331,7 @@ def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
     p = DEFAULTS
     tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
     draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
-                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, cal, out, out_len, conf)
+                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, NO_SPACE, cal, out, out_len, conf)
     assert np.all(np.diff(conf[0]) <= 0)  # a running product
     fourth = draft_bucket(conf[0, 3])
     cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted

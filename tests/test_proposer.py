@@ -149,6 +149,21 @@ def test_corpus_of_special_tokens_only(tokenizer, tmp_path, isolated_cache):
     assert all(0 <= t < len(tokenizer) for t in d)
 
 
+def test_an_answer_that_lays_out_its_prompt_over_lines_still_copies_it(index_path, tokenizer, isolated_cache):
+    prompt = 'Functions: {"name": "get_weather", "parameters": {"city": "string", "days": "integer"}}\n'
+    answer = '{\n  "name": "get_weather",\n  "parameters": {\n    "city": "string",\n    "'
+    tok, n = rows(tokenizer, [prompt + answer])
+    spaced = make(index_path, tokenizer)
+    assert spaced.space[tokenizer.encode("\n    ", add_special_tokens=False)].all()
+    assert not spaced.space[tokenizer.encode(' "days', add_special_tokens=False)].any()
+    (d,) = spaced.propose([[1]], n, tok)
+    assert tokenizer.decode(d).startswith('days": "')
+    plain = make(index_path, tokenizer, spaced_match=0)
+    assert plain.space.size == 0
+    (d,) = plain.propose([[1]], n, tok)
+    assert not tokenizer.decode(d).startswith("days")
+
+
 def test_config_from_env_and_file(tmp_path):
     cfg_file = tmp_path / "tasc.json"
     cfg_file.write_text('{"threshold": 0.3, "max_order": 6}')
@@ -158,6 +173,8 @@ def test_config_from_env_and_file(tmp_path):
         load_config({"TASC_THRESHOLD": "high"})
     with pytest.raises(TascError, match="threshold must be in 0..1"):
         load_config({"TASC_THRESHOLD": "2"})
+    with pytest.raises(TascError, match="spaced_match must be 0 or 1"):
+        load_config({"TASC_SPACED_MATCH": "2"})
     cfg_file.write_text('{"thresold": 0.3}')
     with pytest.raises(TascError, match="unknown setting"):
         load_config({"TASC_CONFIG": str(cfg_file)})

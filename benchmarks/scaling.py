@@ -7,7 +7,8 @@ corpus redrawn at random), tokenized with the default model's tokenizer. The per
 is measured on a batch of 64 rows of real contexts (held-out prompts plus a partial answer),
 twice: with the defaults, whose step-cost rule drafts only near-certain tokens at batch 64, and
 with that rule off (``step_overhead=0``), so every row drafts as long as the statistics allow.
-Results are merged into ``benchmarks/results/scaling.json``; plot in ``RESULTS.md``.
+Writes ``benchmarks/results/scaling.json`` (replacing it) and ``scaling.png``, and regenerates
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -66,14 +67,19 @@ def contexts(tokenizer, n: int = 64, max_model_len: int = 2048):
     return rows, lengths
 
 
-def step_cost(prop, rows, lengths, reps: int = 30) -> tuple[float, list[list[int]]]:
-    """Seconds per `propose` call on every row (after one warm-up call), and its drafts."""
+def step_cost(prop, rows, lengths, reps: int = 30, blocks: int = 7) -> tuple[float, list[list[int]]]:
+    """Seconds per `propose` call on every row (after one warm-up call), the median over
+    ``blocks`` timings of ``reps`` calls each (one block is a few milliseconds, which a
+    moment's noise on the machine can double), and its drafts."""
     sampled = [[1]] * rows.shape[0]
-    prop.propose(sampled, lengths, rows)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        drafts = prop.propose(sampled, lengths, rows)
-    return (time.perf_counter() - t0) / reps, drafts
+    drafts = prop.propose(sampled, lengths, rows)
+    per_call = []
+    for _ in range(blocks):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            drafts = prop.propose(sampled, lengths, rows)
+        per_call.append((time.perf_counter() - t0) / reps)
+    return float(np.median(per_call)), drafts
 
 
 def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path) -> dict:
@@ -172,15 +178,17 @@ def main(argv=None) -> int:
             tqdm.write(json.dumps(results[-1]))
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
+    from benchmarks.report import write_report
     from benchmarks.run import machine
+    from tasc_vllm.paths import write_atomic
 
     out = {"name": "scaling", "started_unix": int(t0), "seconds": time.time() - t0, "machine": machine(),
            "settings": {"sizes": sizes, "batch_rows": int(rows.shape[0]), "num_speculative_tokens": 8,
                         "max_order": 8, "task": "usaddress"},
            "rows": results}
-    (out_dir / "scaling.json").write_text(json.dumps(out, indent=1))
+    write_atomic(out_dir / "scaling.json", json.dumps(out, indent=1).encode())
     plot(results, out_dir / "scaling.png")
-    print(f"wrote {out_dir / 'scaling.json'} and scaling.png")
+    print(f"wrote {out_dir / 'scaling.json'}, scaling.png and {write_report()}")
     return 0
 
 

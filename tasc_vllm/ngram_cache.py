@@ -66,11 +66,20 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
 
 def whitespace_tokens(tokenizer, size: int) -> np.ndarray:
     """One flag per token id below ``size``: 1 where the token decodes to whitespace only
-    (spaces, newlines, indents), 0 elsewhere and past the tokenizer's vocabulary."""
+    (spaces, newlines, indents), 0 elsewhere and past the tokenizer's vocabulary.  A tokenizer
+    that cannot decode single ids gets an empty array (the request is then matched token for
+    token only) and a warning, never an error at engine start."""
     n = min(len(tokenizer), size)
-    texts = tokenizer.batch_decode([[i] for i in range(n)])
+    ids = [[i] for i in range(n)]
+    try:
+        batch = getattr(tokenizer, "batch_decode", None)
+        texts = batch(ids) if callable(batch) else [tokenizer.decode(i) for i in ids]
+    except Exception as e:
+        logger.warning("TASC: %s cannot decode single token ids (%s); the request is matched token for token only",
+                       type(tokenizer).__name__, e)
+        return np.zeros(0, dtype=np.uint8)
     flags = np.zeros(size, dtype=np.uint8)
-    flags[:n] = [bool(t) and not t.strip() for t in texts]
+    flags[:n] = [isinstance(t, str) and bool(t) and not t.strip() for t in texts]
     return flags
 
 

@@ -164,6 +164,28 @@ def test_an_answer_that_lays_out_its_prompt_over_lines_still_copies_it(index_pat
     assert not tokenizer.decode(d).startswith("days")
 
 
+def test_whitespace_flags_from_any_tokenizer_and_none_from_one_that_cannot_decode(caplog):
+    from tasc_vllm.ngram_cache import whitespace_tokens
+
+    class DecodeOnly:  # vLLM's TokenizerLike promises decode, not batch_decode
+        pieces = ["a", " ", "\n  ", "{", ""]
+
+        def __len__(self):
+            return len(self.pieces)
+
+        def decode(self, ids):
+            return "".join(self.pieces[i] for i in ids)
+
+    assert whitespace_tokens(DecodeOnly(), 7).tolist() == [0, 1, 1, 0, 0, 0, 0]
+
+    class Broken(DecodeOnly):
+        def decode(self, ids):
+            raise ValueError("no byte-level vocabulary")
+
+    assert whitespace_tokens(Broken(), 7).size == 0
+    assert "cannot decode single token ids" in caplog.text
+
+
 def test_config_from_env_and_file(tmp_path):
     cfg_file = tmp_path / "tasc.json"
     cfg_file.write_text('{"threshold": 0.3, "max_order": 6}')

@@ -14,6 +14,31 @@ def _f(v, digits=2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _repeated(runs: list[dict]) -> dict[tuple[int, str], list[dict]]:
+    """A task's runs by (batch size, method), in their order: one run each, or one per repeat
+    (``benchmarks.run --repeats``)."""
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["batch_size"], r["method"]), []).append(r)
+    return groups
+
+
+def _median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def _spread(values: list, digits: int = 2) -> str:
+    """One value as it is; several (repeats) as their median and range."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _f(values[0], digits)
+    return f"{_f(_median(values), digits)} ({_f(min(values), digits)} to {_f(max(values), digits)})"
+
+
 def _plots(res: dict) -> list[str]:
     import matplotlib
 
@@ -25,12 +50,15 @@ def _plots(res: dict) -> list[str]:
     for task in res["tasks"]:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
         by_method: dict[str, list] = {}
-        for r in task["runs"]:
-            by_method.setdefault(r["method"], []).append(r)
+        for (batch, method), group in _repeated(task["runs"]).items():
+            by_method.setdefault(method, []).append((batch, group))
         colors = {m: f"C{i}" for i, m in enumerate(by_method)}  # one colour per method in both panels
-        for method, runs in by_method.items():
-            runs.sort(key=lambda r: r["batch_size"])
-            a1.plot([r["batch_size"] for r in runs], [r["speedup_requests"] for r in runs], marker="o", label=method, color=colors[method])
+        for method, groups in by_method.items():
+            groups.sort(key=lambda g: g[0])
+            runs = [r for _, group in groups for r in group]
+            # the median over repeats, where a run was repeated
+            a1.plot([b for b, _ in groups], [_median([r["speedup_requests"] for r in group]) for _, group in groups],
+                    marker="o", label=method, color=colors[method])
             accept = [r for r in runs if r.get("spec_metrics", {}).get("acceptance_per_position")]
             if accept:
                 r = accept[0]
@@ -293,22 +321,32 @@ def write_report() -> Path:
         for png in _plots(res):
             lines += [f"![{png}](results/{png})", ""]
         for task in res["tasks"]:
+            repeats = 1 + max(r.get("repeat", 0) for r in task["runs"])
             lines += [
                 f"### {task['task']} ({task['num_prompts']} held-out prompts)",
                 "",
+                *([f"Every method measured {repeats} times, the order reversed on every other repeat; each ratio "
+                   "compares runs of one repeat; cells give the median (lowest to highest).", ""]
+                  if repeats > 1 else []),
                 "| batch | method | tokens/s | speed-up (req/s) | speed-up (tokens/s) | speed-up (chars/s) | mean accepted length | proposer share of time | task score | same as baseline |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             ]
-            base_tps = {r["batch_size"]: r["tokens_per_second"] for r in task["runs"] if r["method"] == "none"}
-            for r in sorted(task["runs"], key=lambda r: r["batch_size"]):
-                sm = r.get("spec_metrics", {})
-                tps = base_tps.get(r["batch_size"])
+            base_tps = {(r.get("repeat", 0), r["batch_size"]): r["tokens_per_second"]
+                        for r in task["runs"] if r["method"] == "none"}
+            groups = _repeated(task["runs"])
+            for batch, method in sorted(groups, key=lambda key: key[0]):
+                g = groups[batch, method]
+                tps = [base_tps.get((r.get("repeat", 0), batch)) for r in g]
                 lines.append(
-                    f"| {r['batch_size']} | {r['method']} | {_f(r['tokens_per_second'], 1)} | "
-                    f"{_f(r['speedup_requests'])} | {_f(r['tokens_per_second'] / tps if tps else None)} | "
-                    f"{_f(r['speedup_chars'])} | {_f(sm.get('mean_acceptance_length'))} | "
-                    f"{_f(100 * r['proposer_share_of_time'], 2) + ' %' if r.get('proposer_share_of_time') is not None else '-'} | "
-                    f"{_f(r['task_score'])} | {r['same_as_baseline']}/{r['num_requests']} |"
+                    f"| {batch} | {method} | {_spread([r['tokens_per_second'] for r in g], 1)} | "
+                    f"{_spread([r['speedup_requests'] for r in g])} | "
+                    f"{_spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
+                    f"{_spread([r['speedup_chars'] for r in g])} | "
+                    f"{_spread([r.get('spec_metrics', {}).get('mean_acceptance_length') for r in g])} | "
+                    + (_spread([100 * r["proposer_share_of_time"] for r in g], 2) + " %"
+                       if g[0].get("proposer_share_of_time") is not None else "-")
+                    + f" | {_spread([r['task_score'] for r in g])} | "
+                    f"{sum(r['same_as_baseline'] for r in g)}/{sum(r['num_requests'] for r in g)} |"
                 )
             lines.append("")
     scaling = RESULTS / "scaling.json"

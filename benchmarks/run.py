@@ -122,9 +122,12 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
     return runs
 
 
-# suffix decoding learns from every output it sees, so it gets a fresh engine per batch size;
-# every other method keeps no state between requests and measures all batch sizes in one engine
-STATEFUL = ("suffix-cold", "suffix-warm")
+def keeps_state(method: str) -> bool:
+    """Whether ``method`` learns from the outputs it serves: suffix decoding, and TASC-spec
+    (online learning and calibration).  Every batch size serves the same prompts, so such a
+    method gets a fresh engine per batch size, or a later batch size would draft answers it
+    learned at an earlier one; the others measure all batch sizes in one engine."""
+    return method.startswith("suffix") or tasc_variant(method)[0] in ("tasc", "tasc-self")
 
 
 def methods_order(methods: list[str]) -> list[str]:
@@ -188,29 +191,33 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         "progress": False,
         "warmup_prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": "Say hello."}]])[0],
     }
-    bar.set_description(f"{task_name}: none")
-    base_runs = run_method("none", common, task_ctx, log)
-    bar.update(len(base_runs))
-    base = {r["batch_size"]: r for r in base_runs}
-    # the oracle proposes the baseline's own continuation (at any batch size; they may differ in bf16)
-    oracle = workdir / f"oracle-{task_name}.json"
-    write_oracle_file(oracle, [(p, o) for r in base_runs for p, o in zip(prompts, r["token_ids"])])
-    task_ctx["oracle"] = str(oracle)
-    runs = list(base_runs)
-    for method in [m for m in args.methods if m != "none"]:
-        groups = [[b] for b in args.batches] if method in STATEFUL else [args.batches]
-        for batches in groups:
-            bar.set_description(f"{task_name}: {method}" + (f" batch {batches[0]}" if len(groups) > 1 else ""))
-            got = run_method(method, {**common, "batch_sizes": batches}, task_ctx, log)
-            runs += got
-            bar.update(len(got))
+    runs = []
+    others = [m for m in args.methods if m != "none"]
+    for rep in range(args.repeats):
+        # repeats alternate the order, so a drift in the machine's speed favours no method
+        for method in ["none"] + others if rep % 2 == 0 else others[::-1] + ["none"]:
+            groups = [[b] for b in args.batches] if keeps_state(method) else [args.batches]
+            for batches in groups:
+                bar.set_description(f"{task_name}: {method}" + (f" batch {batches[0]}" if len(groups) > 1 else "")
+                                    + (f" (repeat {rep + 1} of {args.repeats})" if args.repeats > 1 else ""))
+                got = run_method(method, {**common, "batch_sizes": batches}, task_ctx, log)
+                for r in got:
+                    r["repeat"] = rep
+                runs += got
+                bar.update(len(got))
+            if method == "none" and rep == 0:
+                # the oracle proposes the baseline's own continuation (at any batch size; they may differ in bf16)
+                oracle = workdir / f"oracle-{task_name}.json"
+                write_oracle_file(oracle, [(p, o) for r in runs for p, o in zip(prompts, r["token_ids"])])
+                task_ctx["oracle"] = str(oracle)
+    base = {(r["repeat"], r["batch_size"]): r for r in runs if r["method"] == "none"}
     for r in runs:
-        b = base[r["batch_size"]]
+        b = base[(r["repeat"], r["batch_size"])]
         r["task_score"] = sum(task.score(e, t) for e, t in zip(test, r["texts"])) / len(test)
         r["same_as_baseline"] = sum(x == y for x, y in zip(r["texts"], b["texts"]))
         r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / b["chars_per_second"]
-    runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"])))
+    runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"]), r["repeat"]))
     return {"task": task_name, "num_prompts": len(test), "runs": runs}
 
 
@@ -231,6 +238,7 @@ def load_unfinished(path: Path, settings: dict) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"cannot resume from {path}: not a benchmarks.run result file "
                          f"({type(e).__name__}: {e})") from None
+    earlier.setdefault("repeats", 1)  # files from before --repeats measured once
     differ = sorted(k for k in set(settings) | set(earlier) if k not in ("resume", "name") and settings.get(k) != earlier.get(k))
     if differ:
         shown = "; ".join(f"{k}: {earlier.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
@@ -260,6 +268,10 @@ def main(argv=None) -> int:
     p.add_argument("--compiled", action="store_true",
                    help="engines as `vllm serve` starts them by default (torch.compile; about 1 min more per "
                         "engine start) instead of enforce_eager")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure every method this many times per task, the order reversed on every other "
+                        "repeat; each ratio compares runs of one repeat, and the report gives their median "
+                        "and range")
     p.add_argument("--name", default=None, help="result file name (default: quick or full)")
     p.add_argument("--resume", action="store_true",
                    help="continue a run that was cut short: keep the tasks its result file already holds "
@@ -280,6 +292,8 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown method(s) {sorted(set(unknown))}; known: {', '.join(ALL_METHODS)} "
                 "(tasc and tasc-self take settings: tasc@threshold=0.2+calibrate=0)")
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1 (got {args.repeats})")
 
     name = args.name or ("quick" if args.quick else "full")
     path = RESULTS / f"{name}.json"
@@ -315,7 +329,7 @@ def main(argv=None) -> int:
     out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": here, "tasks": []})
     seconds_before = out["seconds"]
     todo = [task for task in args.tasks if task not in kept]
-    per_task = len(args.batches) * len(methods_order(args.methods))
+    per_task = len(args.batches) * len(methods_order(args.methods)) * args.repeats
 
     def save(complete: bool) -> None:
         """Write what is measured so far: a long run cut short keeps its finished tasks."""

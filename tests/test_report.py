@@ -185,3 +185,77 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     with pytest.raises(SystemExit):
         run.main(argv + ["--resume"])
     assert "not a benchmarks.run result file" in capsys.readouterr().err
+
+
+def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(tmp_path, monkeypatch, tokenizer):
+    """``--repeats 3``: every method runs three times, the order reversed on every other
+    repeat; speed-ups divide by the same repeat's plain run; the report gives median and range."""
+    from types import SimpleNamespace
+
+    calls = []
+    speed = {"none": [10.0, 5.0, 10.0], "tasc": [20.0, 15.0, 30.0], "oracle": [40.0, 40.0, 40.0]}
+
+    def fake_run_method(method, common, task_ctx, log):
+        rep = sum(m == method for m in calls)
+        calls.append(method)
+        if method == "oracle":
+            assert Path(task_ctx["oracle"]).exists()  # written from the first plain run
+        v = speed[method][rep]
+        return [{"batch_size": b, "method": method, "requests_per_second": v, "chars_per_second": v,
+                 "tokens_per_second": v, "num_requests": 2, "texts": ["a", "b"], "token_ids": [[1], [2]],
+                 "spec_metrics": {}} for b in common["batch_sizes"]]
+
+    monkeypatch.setattr(run, "run_method", fake_run_method)
+    args = SimpleNamespace(methods=["none", "tasc", "oracle"], batches=[16], prompts=2, warm_prompts=2,
+                           self_prompts=2, k=4, dtype="bfloat16", compiled=False, repeats=3)
+    bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
+    res = run.bench_task("usaddress", args, "model", tokenizer, tmp_path, tmp_path / "log", bar)
+
+    assert calls == ["none", "tasc", "oracle", "oracle", "tasc", "none", "none", "tasc", "oracle"]
+    tasc = [r for r in res["runs"] if r["method"] == "tasc"]
+    assert [r["repeat"] for r in tasc] == [0, 1, 2]
+    assert [r["speedup_requests"] for r in tasc] == [2.0, 3.0, 3.0]  # 20/10, 15/5, 30/10
+    assert report._spread([r["speedup_requests"] for r in tasc]) == "3.00 (2.00 to 3.00)"
+    assert report._spread([1.5]) == "1.50" and report._spread([None]) == "-"
+
+
+def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_size(tmp_path, monkeypatch, tokenizer):
+    """Every batch size serves the same prompts: TASC-spec (online learning, calibration) and
+    suffix decoding would otherwise draft at batch 16 the answers they learned at batch 1."""
+    from types import SimpleNamespace
+
+    engines = []
+
+    def fake_run_method(method, common, task_ctx, log):
+        engines.append((method, common["batch_sizes"]))
+        return [{"batch_size": b, "method": method, "requests_per_second": 1.0, "chars_per_second": 1.0,
+                 "tokens_per_second": 1.0, "num_requests": 2, "texts": ["a", "b"], "token_ids": [[1], [2]],
+                 "spec_metrics": {}} for b in common["batch_sizes"]]
+
+    monkeypatch.setattr(run, "run_method", fake_run_method)
+    methods = ["none", "ngram", "suffix-cold", "tasc", "tasc@threshold=0.2", "oracle"]
+    args = SimpleNamespace(methods=methods, batches=[1, 16], prompts=2, warm_prompts=2, self_prompts=2, k=4,
+                           dtype="bfloat16", compiled=False, repeats=1)
+    bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
+    res = run.bench_task("usaddress", args, "model", tokenizer, tmp_path, tmp_path / "log", bar)
+    assert engines == [("none", [1, 16]), ("ngram", [1, 16]), ("suffix-cold", [1]), ("suffix-cold", [16]),
+                       ("tasc", [1]), ("tasc", [16]), ("tasc@threshold=0.2", [1]), ("tasc@threshold=0.2", [16]),
+                       ("oracle", [1, 16])]
+    assert len(res["runs"]) == 2 * len(methods)
+    assert run.keeps_state("tasc-self") and not run.keeps_state("oracle")
+
+
+def test_repeats_must_be_positive_and_old_files_resume_as_one_repeat(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pytest
+
+    with pytest.raises(SystemExit):
+        run.main(["--repeats", "0", "--name", "r"])
+    assert "--repeats must be at least 1" in capsys.readouterr().err
+    settings = {"tasks": ["bfcl"], "batches": [1], "methods": ["none"], "repeats": 1}
+    older = {"settings": {k: v for k, v in settings.items() if k != "repeats"}, "tasks": []}
+    (tmp_path / "old.json").write_text(json.dumps(older))
+    assert run.load_unfinished(tmp_path / "old.json", settings) is not None
+    with pytest.raises(ValueError, match="repeats: 1 there, 2 now"):
+        run.load_unfinished(tmp_path / "old.json", {**settings, "repeats": 2})

@@ -43,12 +43,17 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]
     ]
 
 
-def _spec_metrics(llm) -> dict:
+PREFIX_CACHE = "vllm:prefix_cache_"
+
+
+def _spec_metrics(llm, prefix: str = "vllm:spec_decode_") -> dict:
+    """vLLM's counters whose names start with ``prefix`` (by default speculative decoding's),
+    the prefix dropped."""
     out: dict = {}
     try:
         for m in llm.get_metrics():
-            if m.name.startswith("vllm:spec_decode"):
-                short = m.name.removeprefix("vllm:spec_decode_")
+            if m.name.startswith(prefix):
+                short = m.name.removeprefix(prefix)
                 if hasattr(m, "values"):
                     out[short] = [int(v) for v in m.values]
                 elif hasattr(m, "value"):
@@ -116,6 +121,7 @@ def generate_at_concurrency(llm, inputs: list, params: list, concurrency: int, p
 
 def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) -> dict:
     before = _spec_metrics(llm)
+    cache_before = _spec_metrics(llm, PREFIX_CACHE)
     t1 = time.perf_counter()
     outputs = generate_at_concurrency(llm, inputs, params, concurrency, progress)
     seconds = time.perf_counter() - t1
@@ -133,6 +139,8 @@ def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) 
         "requests_per_second": len(outputs) / seconds,
         "chars_per_second": n_chars / seconds,
         "spec_metrics": _metric_delta(before, _spec_metrics(llm)),
+        # prompt tokens vLLM found in its prefix cache (queries: looked up)
+        "prefix_cache": _metric_delta(cache_before, _spec_metrics(llm, PREFIX_CACHE)),
         "texts": texts,
         "token_ids": token_ids,
     }
@@ -212,6 +220,10 @@ def run(spec: dict) -> dict:
     stats_after = _proposer_stats(llm, stats_path, flush_prompt)
     for batch in batch_sizes:
         stats_before = stats_after
+        # every batch size serves the same prompts: without this, a later one would find
+        # their prefill cached by an earlier one (or by a warm-up) and run faster
+        if not llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not reset its prefix cache before a measurement")
         r = _measure(llm, inputs, params, batch, progress)
         stats_after = _proposer_stats(llm, stats_path, flush_prompt)
         if stats_after and stats_after.get("calls"):

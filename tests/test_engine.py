@@ -47,6 +47,11 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
         log_path=workload["dir"] / "tasc.log",
     )
     assert [r["batch_size"] for r in out["runs"]] == [1, 4]
+    # batch 4 serves batch 1's prompts, but finds no more of them cached than batch 1 did
+    # (the prefix cache is reset before each batch size; the shared chat template still hits)
+    first, second = (r["prefix_cache"] for r in out["runs"])
+    assert first["queries"] > 0 and second["queries"] > 0, (first, second)
+    assert second["hits"] <= first["hits"], (first, second)
     for run in out["runs"]:
         assert run["texts"] == baseline["texts"]
         assert run["token_ids"] == baseline["token_ids"]

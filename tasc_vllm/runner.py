@@ -43,12 +43,12 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]
     ]
 
 
+SPEC_DECODE = "vllm:spec_decode_"
 PREFIX_CACHE = "vllm:prefix_cache_"
 
 
-def _spec_metrics(llm, prefix: str = "vllm:spec_decode_") -> dict:
-    """vLLM's counters whose names start with ``prefix`` (by default speculative decoding's),
-    the prefix dropped."""
+def _counters(llm, prefix: str) -> dict:
+    """vLLM's counters whose names start with ``prefix``, the prefix dropped."""
     out: dict = {}
     try:
         for m in llm.get_metrics():
@@ -120,8 +120,8 @@ def generate_at_concurrency(llm, inputs: list, params: list, concurrency: int, p
 
 
 def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) -> dict:
-    before = _spec_metrics(llm)
-    cache_before = _spec_metrics(llm, PREFIX_CACHE)
+    before = _counters(llm, SPEC_DECODE)
+    cache_before = _counters(llm, PREFIX_CACHE)
     t1 = time.perf_counter()
     outputs = generate_at_concurrency(llm, inputs, params, concurrency, progress)
     seconds = time.perf_counter() - t1
@@ -138,9 +138,9 @@ def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) 
         "tokens_per_second": n_tokens / seconds,
         "requests_per_second": len(outputs) / seconds,
         "chars_per_second": n_chars / seconds,
-        "spec_metrics": _metric_delta(before, _spec_metrics(llm)),
+        "spec_metrics": _metric_delta(before, _counters(llm, SPEC_DECODE)),
         # prompt tokens vLLM found in its prefix cache (queries: looked up)
-        "prefix_cache": _metric_delta(cache_before, _spec_metrics(llm, PREFIX_CACHE)),
+        "prefix_cache": _metric_delta(cache_before, _counters(llm, PREFIX_CACHE)),
         "texts": texts,
         "token_ids": token_ids,
     }

@@ -21,6 +21,16 @@ of the model's own answers to train prompts:
   ``overhead + verified tokens``) of the default stop rule, of the same drafts cut exactly
   before their first wrong token, and of drafting as long as any candidate exists, cut the
   same way.
+- **The ceiling of these sources.** Drafts that pick the right candidate every time and stop
+  right before the first position where no candidate is right (at most k tokens): no drafter
+  that drafts from the corpus's top guesses and the request's match does better.  Beside
+  them the oracle (the whole answer, k tokens a step).
+- **In the engine's terms.** Every scenario's step and draft counts priced by the engine's own
+  costs (:mod:`benchmarks.step_cost`), fitted to the batch-1 runs of a ``benchmarks.run``
+  result file at one batch size (``--engine-results``; by default batch 1 of ``full``,
+  16 of ``b16-clean``, 64 of ``b64-clean``): prompt processing, a cost per step and one per
+  drafted token.  The measured ratios of that file stand beside them, so the
+  model's fit shows where both exist (the default rule against TASC-spec, the oracle).
 
 Writes ``benchmarks/results/headroom.json`` after every task (tasks measured again replace their
 rows, others are kept; ``seconds`` adds up) and regenerates ``benchmarks/RESULTS.md``.
@@ -40,6 +50,7 @@ from tqdm import tqdm
 
 from benchmarks.replay import greedy_outputs, modelled_speedup, replay, standalone_proposer
 from benchmarks.run import RESULTS, machine, own_output_index
+from benchmarks.step_cost import fit_step_cost, perfect_drafts, run_counts
 
 SHARES = ("choice", "context", "corpus", "either_top", "any_candidate", "text_match", "text_match_new",
           "whitespace")
@@ -59,18 +70,22 @@ def text_match_guess(history: str, min_chars: int = TEXT_MATCH_CHARS[-1]) -> str
     return ""
 
 
-def score_positions(proposer, prompts, outputs, pieces) -> dict:
+def score_positions(proposer, prompts, outputs, pieces) -> tuple[dict, list[list[bool]]]:
     """Shares of answer positions (after the first token, which prefill yields) where each
-    source's guess is the model's next token.  ``proposer`` must draft one token whenever it
-    has a candidate (``k=1``, no threshold, no step cost); ``pieces[t]``: token ``t``'s text
-    without whitespace."""
+    source's guess is the model's next token, and for every answer whether any candidate was
+    right at each of those positions.  ``proposer`` must draft one token whenever it has a
+    candidate (``k=1``, no threshold, no step cost); ``pieces[t]``: token ``t``'s text without
+    whitespace."""
     from tasc_vllm.lookups import longest_corpus_entry, request_guess
 
     cfg, table = proposer.cfg, proposer.table
     no_draft = np.zeros(1, np.int32)
     hits = dict.fromkeys(SHARES, 0)
+    any_hits: list[list[bool]] = []
     n = 0
     for prompt, out in zip(prompts, outputs):
+        answer_hits: list[bool] = []
+        any_hits.append(answer_hits)
         seq = np.asarray(prompt + out, dtype=np.int32)
         buf = seq[None, :]
         history = "".join(pieces[t] for t in seq[: len(prompt) + 1])
@@ -90,24 +105,85 @@ def score_positions(proposer, prompts, outputs, pieces) -> dict:
             hits["context"] += guess == true
             hits["corpus"] += bool(top) and top[0] == true
             hits["either_top"] += guess == true or (bool(top) and top[0] == true)
-            hits["any_candidate"] += guess == true or true in top
+            answer_hits.append(guess == true or true in top)
+            hits["any_candidate"] += answer_hits[-1]
             hits["text_match"] += matched
             hits["text_match_new"] += matched and choice != true
             hits["whitespace"] += not text
             history += text
-    return {"positions": n, **{k: v / max(n, 1) for k, v in hits.items()}}
+    return {"positions": n, **{k: v / max(n, 1) for k, v in hits.items()}}, any_hits
 
 
-def stop_ceilings(make_proposer, prompts, outputs, overhead: float) -> dict:
+def stop_ceilings(make_proposer, prompts, outputs, overhead: float, any_hits, k: int) -> dict:
     """Modelled speed-ups of the default stop rule and of drafting while any candidate exists,
-    each as drafted and cut exactly before the first wrong token."""
+    each as drafted and cut exactly before the first wrong token; then the sources' ceiling
+    (``any_candidate``: the right candidate every time, cut before the first position none is
+    right) and the oracle.  Every scenario keeps its counts, for :func:`engine_terms`."""
     out = {}
     for name, settings in (("default", {}), ("longest", DRAFT_WHILE_ANY)):
         r = replay(make_proposer(settings), prompts, outputs)
         cut = dict(r, drafted=r["accepted"])
         out[name] = {"speedup": modelled_speedup(r, overhead), "speedup_cut": modelled_speedup(cut, overhead),
-                     "mean_accepted_length": r["tokens"] / r["steps"], "drafted": r["drafted"],
-                     "accepted": r["accepted"]}
+                     "mean_accepted_length": r["tokens"] / r["steps"], "steps": r["steps"], "drafted": r["drafted"],
+                     "accepted": r["accepted"], "tokens": r["tokens"]}
+    for name, hits in (("any_candidate", any_hits), ("oracle", [[True] * len(h) for h in any_hits])):
+        r = perfect_drafts(hits, k)
+        out[name] = {"speedup_cut": modelled_speedup(r, overhead), "mean_accepted_length": r["tokens"] / r["steps"],
+                     **r}
+    return out
+
+
+def engine_terms(stop: dict, runs: list[dict], source: str) -> dict:
+    """The scenarios of :func:`stop_ceilings` priced by the engine's costs, fitted to
+    ``runs`` (one task's runs of one batch size in a ``benchmarks.run`` result file), with
+    that file's measured ratios to plain decoding beside them (the median over repeats).
+    The replay drafts each answer alone, so the default rule's drafts are those of batch 1;
+    the longest drafts, the sources' ceiling and the oracle do not depend on the batch."""
+    cost = fit_step_cost(runs)
+    speeds: dict[str, list[float]] = {}
+    for r in runs:
+        speeds.setdefault(r.get("label") or r["method"], []).append(r["tokens_per_second"])
+    plain = float(np.median(speeds.pop("none")))
+    measured = {label: float(np.median(v)) / plain for label, v in speeds.items()}
+
+    def ratio(c: dict, drafted: int) -> float:
+        return cost.speedup(c["tokens"], c["steps"], drafted)
+
+    modelled = {"longest_cut": ratio(stop["longest"], stop["longest"]["accepted"]),
+                "any_candidate": ratio(stop["any_candidate"], stop["any_candidate"]["drafted"]),
+                "oracle": ratio(stop["oracle"], stop["oracle"]["drafted"])}
+    if cost.batch_size == 1:
+        modelled.update(default=ratio(stop["default"], stop["default"]["drafted"]),
+                        default_cut=ratio(stop["default"], stop["default"]["accepted"]))
+    return {"source": source, "batch_size": cost.batch_size, "cost": cost.to_dict(), "measured": measured,
+            "modelled": modelled}
+
+
+def engine_runs(spec: str, dtype: str) -> dict[str, list[tuple[str, list[dict]]]]:
+    """For each task, ``(file name, runs)`` of every ``NAME:BATCH`` in ``spec`` (comma-separated):
+    the task's runs at that batch size in ``benchmarks/results/NAME.json``.  A missing file
+    is skipped with a note; one that is not a ``benchmarks.run`` result file, or was measured
+    in another dtype, is refused."""
+    out: dict[str, list[tuple[str, list[dict]]]] = {}
+    for item in filter(None, spec.split(",")):
+        name, _, batch = item.partition(":")
+        if not name or not batch.isdigit() or int(batch) < 1:
+            raise SystemExit(f"--engine-results: {item!r} is not NAME:BATCH (e.g. full:1)")
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            print(f"--engine-results: no {path}; its figures are left out", file=sys.stderr)
+            continue
+        try:
+            data = json.loads(path.read_text())
+            theirs = data["settings"].get("dtype")
+            for t in data["tasks"]:
+                runs = [r for r in t["runs"] if int(r["batch_size"]) == int(batch)]
+                if runs:
+                    out.setdefault(t["task"], []).append((path.name, runs))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SystemExit(f"--engine-results: {path} is not a benchmarks.run result file ({e})")
+        if theirs != dtype:
+            raise SystemExit(f"--engine-results: {path} was measured in {theirs}, this replay is {dtype}")
     return out
 
 
@@ -151,6 +227,10 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--overhead", type=float, default=12.0, help="a step's fixed cost in verified tokens")
     p.add_argument("--name", default="headroom", help="result file name (benchmarks/results/NAME.json)")
+    p.add_argument("--engine-results", default="full:1,b16-clean:16,b64-clean:64",
+                   help="NAME:BATCH,...: benchmarks.run result files (benchmarks/results/NAME.json) whose runs of "
+                        "each task at that batch size give the engine's step costs (files with flawed batch sizes: "
+                        "name the clean ones)")
     args = p.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = [t for t in tasks if t not in TASKS]
@@ -159,9 +239,10 @@ def main(argv=None) -> int:
     if args.prompts < 1 or args.self_prompts < 1 or args.k < 1 or args.overhead < 0:
         raise SystemExit("--prompts, --self-prompts and --k must be at least 1, --overhead at least 0")
     settings = {"prompts": args.prompts, "self_prompts": args.self_prompts, "k": args.k, "dtype": args.dtype,
-                "overhead": args.overhead}
+                "overhead": args.overhead, "engine_results": args.engine_results}
     path = RESULTS / f"{args.name}.json"
     old = check_settings(path, settings)
+    measured_runs = engine_runs(args.engine_results, args.dtype)
     t0 = time.time()
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -194,9 +275,11 @@ def main(argv=None) -> int:
             def proposer(settings, k=args.k, cfg=cfg):
                 return standalone_proposer(tokenizer, replace(cfg, **settings), k)
 
-            shares = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
+            shares, any_hits = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
+            stop = stop_ceilings(proposer, prompts, outputs, args.overhead, any_hits, args.k)
+            engine = [engine_terms(stop, runs, source) for source, runs in measured_runs.get(name, [])]
             rows.append({"task": name, "index": label, "answer_tokens": sum(map(len, outputs)), **shares,
-                         "stop": stop_ceilings(proposer, prompts, outputs, args.overhead)})
+                         "stop": stop, "engine": engine})
             bar.update()
         # saved after every task, so a run cut short keeps what it finished
         res["rows"] = [r for r in res["rows"] if r["task"] != name] + rows
@@ -238,6 +321,35 @@ def headroom_section(file_name: str, res: dict) -> list[str]:
             + f" | {st['default']['speedup']:.2f}x | {st['default']['speedup_cut']:.2f}x | {st['longest']['speedup_cut']:.2f}x |"
         )
     lines.append("")
+    priced = [(r, e) for r in res["rows"] for e in r.get("engine") or []]
+    if priced:
+        lines += [
+            "The same drafts priced by the engine's own costs (`benchmarks/step_cost.py`: prompt processing + a cost "
+            "per step + one per drafted token, fitted to one file's runs of a task at one batch size; \"fit\": its "
+            "largest error over those runs). \"Sources' ceiling\": the right candidate every time, cut right before "
+            "the first position where none is right. The replay drafts each answer alone, so the default rule's "
+            "figures are for batch 1 only. Measured: that file's ratios to plain decoding (TASC-spec with the "
+            "matching index; the file's own-output index holds more train answers).",
+            "",
+            "| task | index | file, batch | prefill, s | per step, ms | per drafted token, ms | fit | default rule "
+            "| TASC-spec, measured | default rule, cut | longest drafts, cut | sources' ceiling | oracle "
+            "| oracle, measured |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+
+        def x(v) -> str:
+            return "" if v is None else f"{v:.2f}x"
+
+        for r, e in priced:
+            c, m, meas = e["cost"], e["modelled"], e["measured"]
+            tasc = meas.get("tasc-self") if r["index"] == "own outputs" else meas.get("tasc")
+            lines.append(
+                f"| {r['task']} | {r['index']} | `{e['source']}`, {e['batch_size']} | {c['prefill']:.1f} | "
+                f"{1000 * c['step']:.1f} | {1000 * c['draft_token']:.2f} | {100 * c['worst_error']:.0f} % | "
+                f"{x(m.get('default'))} | {x(tasc)} | {x(m.get('default_cut'))} | {x(m['longest_cut'])} | "
+                f"**{x(m['any_candidate'])}** | {x(m['oracle'])} | {x(meas.get('oracle'))} |"
+            )
+        lines.append("")
     return lines
 
 

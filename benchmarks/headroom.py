@@ -26,11 +26,11 @@ of the model's own answers to train prompts:
   that drafts from the corpus's top guesses and the request's match does better.  Beside
   them the oracle (the whole answer, k tokens a step).
 - **In the engine's terms.** Every scenario's step and draft counts priced by the engine's own
-  costs (:mod:`benchmarks.step_cost`), fitted to the batch-1 runs of a ``benchmarks.run``
-  result file at one batch size (``--engine-results``; by default batch 1 of ``full``,
-  16 of ``b16-clean``, 64 of ``b64-clean``): prompt processing, a cost per step and one per
-  drafted token.  The measured ratios of that file stand beside them, so the
-  model's fit shows where both exist (the default rule against TASC-spec, the oracle).
+  costs (:mod:`benchmarks.step_cost`), fitted to a task's runs at one batch size in a
+  ``benchmarks.run`` result file (``--engine-results``; by default batch 1 of ``full``, 16 of
+  ``b16-clean``, 64 of ``b64-clean``): prompt processing, a cost per step and one per
+  drafted token.  The measured ratios of that file stand beside them, so the model's fit
+  shows where both exist (the default rule against TASC-spec at batch 1, the oracle).
 
 Writes ``benchmarks/results/headroom.json`` after every task (tasks measured again replace their
 rows, others are kept; ``seconds`` adds up) and regenerates ``benchmarks/RESULTS.md``.
@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from benchmarks.replay import greedy_outputs, modelled_speedup, replay, standalone_proposer
 from benchmarks.run import RESULTS, machine, own_output_index
-from benchmarks.step_cost import fit_step_cost, perfect_drafts, run_counts
+from benchmarks.step_cost import fit_step_cost, perfect_drafts
 
 SHARES = ("choice", "context", "corpus", "either_top", "any_candidate", "text_match", "text_match_new",
           "whitespace")
@@ -139,7 +139,10 @@ def engine_terms(stop: dict, runs: list[dict], source: str) -> dict:
     that file's measured ratios to plain decoding beside them (the median over repeats).
     The replay drafts each answer alone, so the default rule's drafts are those of batch 1;
     the longest drafts, the sources' ceiling and the oracle do not depend on the batch."""
-    cost = fit_step_cost(runs)
+    try:
+        cost = fit_step_cost(runs)
+    except ValueError as e:
+        raise SystemExit(f"--engine-results: {source}, batch {runs[0]['batch_size']}: {e}") from None
     speeds: dict[str, list[float]] = {}
     for r in runs:
         speeds.setdefault(r.get("label") or r["method"], []).append(r["tokens_per_second"])

@@ -109,3 +109,10 @@ def test_engine_results_are_named_with_their_batch_and_checked(tmp_path, monkeyp
     (tmp_path / "other.json").write_text(json.dumps({"kind": "headroom", "rows": []}))
     with pytest.raises(SystemExit, match="not a benchmarks.run result file"):
         headroom.engine_runs("other:1", "bfloat16")
+
+
+def test_engine_runs_that_cannot_price_the_drafts_are_named():
+    from benchmarks.headroom import engine_terms
+
+    with pytest.raises(SystemExit, match="full.json, batch 1: need plain decoding"):
+        engine_terms(_stop(), _runs(1)[1:], "full.json")

@@ -1,7 +1,7 @@
 """What a decoding run's time is made of, fitted to engine runs measured side by side.
 
-A run of one batch size spends, to a good approximation (within 2 to 5 % over the batch-1
-runs of ``full.json``),
+A run of one batch size spends, to a good approximation (within 5 % over the batch-1 runs
+of ``full.json``, 9 % for BFCL's oracle),
 
     seconds = prefill + step * steps / B + draft_token * drafted
 

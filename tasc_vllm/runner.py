@@ -47,20 +47,23 @@ SPEC_DECODE = "vllm:spec_decode_"
 PREFIX_CACHE = "vllm:prefix_cache_"
 
 
-def _counters(llm, prefix: str) -> dict:
-    """vLLM's counters whose names start with ``prefix``, the prefix dropped."""
-    out: dict = {}
+def _counters(llm, *prefixes: str) -> list[dict]:
+    """For each of ``prefixes``, vLLM's counters whose names start with it, the prefix dropped
+    (one read of vLLM's metrics for all of them)."""
+    outs: list[dict] = [{} for _ in prefixes]
     try:
         for m in llm.get_metrics():
-            if m.name.startswith(prefix):
-                short = m.name.removeprefix(prefix)
-                if hasattr(m, "values"):
-                    out[short] = [int(v) for v in m.values]
-                elif hasattr(m, "value"):
-                    out[short] = out.get(short, 0) + int(m.value)
+            for prefix, out in zip(prefixes, outs):
+                if m.name.startswith(prefix):
+                    short = m.name.removeprefix(prefix)
+                    if hasattr(m, "values"):
+                        out[short] = [int(v) for v in m.values]
+                    elif hasattr(m, "value"):
+                        out[short] = out.get(short, 0) + int(m.value)
     except Exception as e:  # metrics are informative only
-        out["error"] = str(e)
-    return out
+        for out in outs:
+            out["error"] = str(e)
+    return outs
 
 
 def _metric_delta(before: dict, after: dict) -> dict:
@@ -120,11 +123,11 @@ def generate_at_concurrency(llm, inputs: list, params: list, concurrency: int, p
 
 
 def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) -> dict:
-    before = _counters(llm, SPEC_DECODE)
-    cache_before = _counters(llm, PREFIX_CACHE)
+    before, cache_before = _counters(llm, SPEC_DECODE, PREFIX_CACHE)
     t1 = time.perf_counter()
     outputs = generate_at_concurrency(llm, inputs, params, concurrency, progress)
     seconds = time.perf_counter() - t1
+    after, cache_after = _counters(llm, SPEC_DECODE, PREFIX_CACHE)
     texts = [o.outputs[0].text for o in outputs]
     token_ids = [list(o.outputs[0].token_ids) for o in outputs]
     n_tokens = sum(len(t) for t in token_ids)
@@ -138,9 +141,9 @@ def _measure(llm, inputs: list, params: list, concurrency: int, progress: bool) 
         "tokens_per_second": n_tokens / seconds,
         "requests_per_second": len(outputs) / seconds,
         "chars_per_second": n_chars / seconds,
-        "spec_metrics": _metric_delta(before, _counters(llm, SPEC_DECODE)),
+        "spec_metrics": _metric_delta(before, after),
         # prompt tokens vLLM found in its prefix cache (queries: looked up)
-        "prefix_cache": _metric_delta(cache_before, _counters(llm, PREFIX_CACHE)),
+        "prefix_cache": _metric_delta(cache_before, cache_after),
         "texts": texts,
         "token_ids": token_ids,
     }

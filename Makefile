@@ -7,7 +7,8 @@
 # make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
-# make bench-headroom - which-token and when-to-stop ceilings of TASC-spec's drafting, over recorded answers
+# make bench-headroom - which-token and when-to-stop ceilings of TASC-spec's drafting and of wider n-gram
+#              candidate sets, over recorded answers
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
 
 PYTHON ?= python3

@@ -11,7 +11,13 @@ invocation:
 - speed at batch 1 on ``--prompts`` test prompts: baseline fine-tune, enriched fine-tune,
   each without and with TASC-spec (the index of the train outputs, tokenized at engine
   start with each model's own tokenizer).  Requests/s is the headline: the vocabularies
-  differ, so tokens/s is not comparable across them.
+  differ, so tokens/s is not comparable across them;
+- for each fine-tune, the ceilings of drafting from TASC-spec's sources over its plain
+  answers (``benchmarks.headroom``'s measures, no engine): the right one of TASC-spec's own
+  candidates every time, or of the wider n-gram candidate sets of ``benchmarks.followers``,
+  or the whole answer (the oracle), priced by the engine costs fitted to that fine-tune's
+  runs (``benchmarks.step_cost``; it needs two speculative methods, e.g. the default
+  ``tasc`` and ``oracle``).
 
 Writes ``benchmarks/results/ft-<task>.json`` and regenerates ``benchmarks/RESULTS.md``.
 """
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -59,6 +66,22 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
             print(f"building {out} (tools.enrich {' '.join(extra)})", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "tools.enrich", *common, "--out", str(out), *extra], check=True)
     return enriched, baseline
+
+
+def drafting_ceilings(tokenizer, cfg, prompts, outputs, k: int, runs: list[dict], source: str) -> dict:
+    """The sources' shares and the drafting ceilings over one fine-tune's plain answers
+    (``benchmarks.headroom.measure_index``), priced by the engine costs fitted to its ``runs``
+    (ratios to its own plain run); without a fit (fewer than two speculative methods), the
+    shares alone and the reason."""
+    from benchmarks.headroom import engine_terms, measure_index
+
+    shares, wide, stop = measure_index(tokenizer, cfg, prompts, outputs, k, overhead=12.0)
+    out = {"shares": shares, "wide": wide}
+    try:
+        out["engine"] = engine_terms(stop, runs, source)
+    except ValueError as e:
+        out["no_engine_terms"] = str(e)
+    return out
 
 
 def main(argv=None) -> int:
@@ -126,7 +149,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     out = {"name": run_name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
-           "task": args.task, "fine_tunes": {}, "speed": []}
+           "task": args.task, "fine_tunes": {}, "speed": [], "ceilings": {}}
     runs = len(models) * (1 + len(methods))
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
@@ -161,6 +184,7 @@ def main(argv=None) -> int:
             }
             prompts = render_prompts(tok, messages(speed_set))
             oracle = Path(d) / f"oracle-{name}.json"
+            plain_ids: list[list[int]] = []
             for method in sorted(methods, key=lambda m: m != "none"):  # the plain run writes the oracle file
                 bar.set_description(f"{name}: batch 1, {method}")
                 kind, settings = tasc_variant(method)
@@ -179,9 +203,14 @@ def main(argv=None) -> int:
                 r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
                 if method == "none":
                     write_oracle_file(oracle, zip(prompts, r["token_ids"]))
+                    plain_ids = r["token_ids"]
                 r.pop("token_ids", None)
                 out["speed"].append(r)
                 bar.update(1)
+            bar.set_description(f"{name}: drafting ceilings")
+            out["ceilings"][name] = drafting_ceilings(
+                tok, replace(cfg, index=str(index)), prompts, plain_ids, args.k,
+                [r for r in out["speed"] if r["model"] == name], run_name)
     base = next(r for r in out["speed"] if r["model"] == "baseline-ft" and r["method"] == "none")
     for r in out["speed"]:
         r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]

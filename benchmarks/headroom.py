@@ -25,6 +25,11 @@ of the model's own answers to train prompts:
   right before the first position where no candidate is right (at most k tokens): no drafter
   that drafts from the corpus's top guesses and the request's match does better.  Beside
   them the oracle (the whole answer, k tokens a step).
+- **The ceiling of any n-gram drafter of these sources.** The same, with the candidate sets
+  widened as far as the sources' n-gram statistics go (:mod:`benchmarks.followers`): every
+  follower of the two longest known corpus contexts and of every earlier occurrence of the
+  request's longest match (``longest``), and every follower of any context of 1..8 tokens in
+  the corpus or the request (``every``), with the sets' mean size.
 - **In the engine's terms.** Every scenario's step and draft counts priced by the engine's own
   costs (:mod:`benchmarks.step_cost`), fitted to a task's runs at one batch size in a
   ``benchmarks.run`` result file (``--engine-results``; by default batch 1 of ``full``, 16 of
@@ -48,6 +53,8 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.followers import SETS as WIDE_SETS
+from benchmarks.followers import wide_hits
 from benchmarks.replay import greedy_outputs, modelled_speedup, replay, standalone_proposer
 from benchmarks.run import RESULTS, machine, own_output_index
 from benchmarks.step_cost import fit_step_cost, perfect_drafts
@@ -114,11 +121,13 @@ def score_positions(proposer, prompts, outputs, pieces) -> tuple[dict, list[list
     return {"positions": n, **{k: v / max(n, 1) for k, v in hits.items()}}, any_hits
 
 
-def stop_ceilings(make_proposer, prompts, outputs, overhead: float, any_hits, k: int) -> dict:
+def stop_ceilings(make_proposer, prompts, outputs, overhead: float, ceilings: dict, k: int) -> dict:
     """Modelled speed-ups of the default stop rule and of drafting while any candidate exists,
-    each as drafted and cut exactly before the first wrong token; then the sources' ceiling
-    (``any_candidate``: the right candidate every time, cut before the first position none is
-    right) and the oracle.  Every scenario keeps its counts, for :func:`engine_terms`."""
+    each as drafted and cut exactly before the first wrong token; then, for each of
+    ``ceilings`` (name: per answer, whether a candidate set held the next token at each
+    position), the right candidate every time, cut before the first position none is right
+    (``any_candidate``: the sources' ceiling), and the oracle.  Every scenario keeps its
+    counts, for :func:`engine_terms`."""
     out = {}
     for name, settings in (("default", {}), ("longest", DRAFT_WHILE_ANY)):
         r = replay(make_proposer(settings), prompts, outputs)
@@ -126,11 +135,31 @@ def stop_ceilings(make_proposer, prompts, outputs, overhead: float, any_hits, k:
         out[name] = {"speedup": modelled_speedup(r, overhead), "speedup_cut": modelled_speedup(cut, overhead),
                      "mean_accepted_length": r["tokens"] / r["steps"], "steps": r["steps"], "drafted": r["drafted"],
                      "accepted": r["accepted"], "tokens": r["tokens"]}
-    for name, hits in (("any_candidate", any_hits), ("oracle", [[True] * len(h) for h in any_hits])):
+    some = next(iter(ceilings.values()))
+    for name, hits in {**ceilings, "oracle": [[True] * len(h) for h in some]}.items():
         r = perfect_drafts(hits, k)
         out[name] = {"speedup_cut": modelled_speedup(r, overhead), "mean_accepted_length": r["tokens"] / r["steps"],
                      **r}
     return out
+
+
+def measure_index(tokenizer, cfg, prompts, outputs, k: int, overhead: float) -> tuple[dict, dict, dict]:
+    """Everything this module measures for one index (``cfg.index``) over recorded greedy
+    answers: the sources' shares (:func:`score_positions`), the wider candidate sets' shares
+    and mean sizes (:func:`benchmarks.followers.wide_hits`), and the stop rules' and ceilings'
+    counts (:func:`stop_ceilings`) for :func:`engine_terms`."""
+    from tasc_vllm.index_file import read_index
+    from tasc_vllm.ngram_cache import load_tokenized, whitespace_tokens
+
+    def proposer(settings, k=k):
+        return standalone_proposer(tokenizer, replace(cfg, **settings), k)
+
+    pieces = [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
+    shares, any_hits = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
+    corpus = load_tokenized(read_index(cfg.index), tokenizer, cfg.max_order, cfg.min_count).tokens
+    wide = wide_hits(corpus, prompts, outputs, whitespace_tokens(tokenizer, len(tokenizer)), cfg.max_order)
+    ceilings = {"any_candidate": any_hits, **{f"wide_{w}": v.pop("hits") for w, v in wide.items()}}
+    return shares, wide, stop_ceilings(proposer, prompts, outputs, overhead, ceilings, k)
 
 
 def engine_terms(stop: dict, runs: list[dict], source: str) -> dict:
@@ -138,11 +167,12 @@ def engine_terms(stop: dict, runs: list[dict], source: str) -> dict:
     ``runs`` (one task's runs of one batch size in a ``benchmarks.run`` result file), with
     that file's measured ratios to plain decoding beside them (the median over repeats).
     The replay drafts each answer alone, so the default rule's drafts are those of batch 1;
-    the longest drafts, the sources' ceiling and the oracle do not depend on the batch."""
+    the longest drafts, the sources' ceiling and the oracle do not depend on the batch.
+    Runs that cannot be fitted raise ValueError, naming ``source`` and the batch size."""
     try:
         cost = fit_step_cost(runs)
     except ValueError as e:
-        raise SystemExit(f"--engine-results: {source}, batch {runs[0]['batch_size']}: {e}") from None
+        raise ValueError(f"{source}, batch {runs[0]['batch_size']}: {e}") from None
     speeds: dict[str, list[float]] = {}
     for r in runs:
         speeds.setdefault(r.get("label") or r["method"], []).append(r["tokens_per_second"])
@@ -150,11 +180,15 @@ def engine_terms(stop: dict, runs: list[dict], source: str) -> dict:
     measured = {label: float(np.median(v)) / plain for label, v in speeds.items()}
 
     def ratio(c: dict, drafted: int) -> float:
-        return cost.speedup(c["tokens"], c["steps"], drafted)
+        # steps as the fit counts them (output tokens minus accepted ones: a request's last step
+        # verifies its answer's end with no token of the model's own, so vLLM's counters cannot
+        # tell it apart; its cost goes to the fitted per-request terms), not the replay's loops
+        return cost.speedup(c["tokens"], c["tokens"] - c["accepted"], drafted)
 
-    modelled = {"longest_cut": ratio(stop["longest"], stop["longest"]["accepted"]),
-                "any_candidate": ratio(stop["any_candidate"], stop["any_candidate"]["drafted"]),
-                "oracle": ratio(stop["oracle"], stop["oracle"]["drafted"])}
+    modelled = {"longest_cut": ratio(stop["longest"], stop["longest"]["accepted"])}
+    for name in ("any_candidate", *(f"wide_{w}" for w in WIDE_SETS), "oracle"):
+        if name in stop:  # files from before the wide sets have none
+            modelled[name] = ratio(stop[name], stop[name]["drafted"])
     if cost.batch_size == 1:
         modelled.update(default=ratio(stop["default"], stop["default"]["drafted"]),
                         default_cut=ratio(stop["default"], stop["default"]["accepted"]))
@@ -225,7 +259,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts whose greedy answers are scored")
-    p.add_argument("--self-prompts", type=int, default=64, help="train prompts for the own-output index")
+    p.add_argument("--self-prompts", type=int, default=0,
+                   help="train prompts for the own-output index (default 0: the whole train split)")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--overhead", type=float, default=12.0, help="a step's fixed cost in verified tokens")
@@ -239,8 +274,8 @@ def main(argv=None) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise SystemExit(f"unknown task(s) {unknown or args.tasks!r}; known: {', '.join(TASKS)}")
-    if args.prompts < 1 or args.self_prompts < 1 or args.k < 1 or args.overhead < 0:
-        raise SystemExit("--prompts, --self-prompts and --k must be at least 1, --overhead at least 0")
+    if args.prompts < 1 or args.self_prompts < 0 or args.k < 1 or args.overhead < 0:
+        raise SystemExit("--prompts and --k must be at least 1, --self-prompts and --overhead at least 0")
     settings = {"prompts": args.prompts, "self_prompts": args.self_prompts, "k": args.k, "dtype": args.dtype,
                 "overhead": args.overhead, "engine_results": args.engine_results}
     path = RESULTS / f"{args.name}.json"
@@ -249,7 +284,6 @@ def main(argv=None) -> int:
     t0 = time.time()
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)
-    pieces = [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
     folder = RESULTS / "replay-work"
     folder.mkdir(exist_ok=True)
     base_cfg = load_config()
@@ -263,10 +297,12 @@ def main(argv=None) -> int:
         bar.set_description(f"{name}: greedy answers")
         data = greedy_outputs(name, args.prompts, model, tokenizer, args.dtype)
         prompts, outputs = data["prompt_ids"][: args.prompts], data["output_ids"][: args.prompts]
-        own = folder / f"{name}-self-{args.self_prompts}-{args.dtype}.tasc"  # recorded once per count and dtype
+        train = len(task.load("train"))
+        self_prompts = min(args.self_prompts, train) if args.self_prompts else train
+        own = folder / f"{name}-self-{self_prompts}-{args.dtype}.tasc"  # recorded once per count and dtype
         if not own.exists():
-            bar.set_description(f"{name}: model outputs on train prompts")
-            own_output_index(task, model, tokenizer, args.dtype, args.self_prompts, own,
+            bar.set_description(f"{name}: model outputs on {self_prompts} train prompts")
+            own_output_index(task, model, tokenizer, args.dtype, self_prompts, own,
                              RESULTS / f"replay-{name}-engines.log")
         rows = []
         indexes = {"reference": prepare_task_index(task, tokenizer, folder, base_cfg.max_order, base_cfg.min_count),
@@ -275,14 +311,14 @@ def main(argv=None) -> int:
             bar.set_description(f"{name}: {label}")
             cfg = replace(base_cfg, index=str(index))
 
-            def proposer(settings, k=args.k, cfg=cfg):
-                return standalone_proposer(tokenizer, replace(cfg, **settings), k)
-
-            shares, any_hits = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
-            stop = stop_ceilings(proposer, prompts, outputs, args.overhead, any_hits, args.k)
-            engine = [engine_terms(stop, runs, source) for source, runs in measured_runs.get(name, [])]
+            shares, wide, stop = measure_index(tokenizer, cfg, prompts, outputs, args.k, args.overhead)
+            try:
+                engine = [engine_terms(stop, runs, source) for source, runs in measured_runs.get(name, [])]
+            except ValueError as e:
+                raise SystemExit(f"--engine-results: {e}") from None
             rows.append({"task": name, "index": label, "answer_tokens": sum(map(len, outputs)), **shares,
-                         "stop": stop, "engine": engine})
+                         "wide": wide, "stop": stop, "engine": engine}
+                        | ({"self_prompts": self_prompts} if label == "own outputs" else {}))
             bar.update()
         # saved after every task, so a run cut short keeps what it finished
         res["rows"] = [r for r in res["rows"] if r["task"] != name] + rows
@@ -299,13 +335,21 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f} %"
 
 
+def _own_prompts(res: dict) -> str:
+    counts = sorted({r["self_prompts"] for r in res["rows"] if "self_prompts" in r})
+    s = res["settings"]["self_prompts"]
+    if counts:
+        return ", ".join(map(str, counts)) + (" (the whole train split)" if not s else "")
+    return str(s)
+
+
 def headroom_section(file_name: str, res: dict) -> list[str]:
     s = res["settings"]
     lines = [
         f"## Drafting headroom (`{file_name}`, `python -m benchmarks.headroom`)",
         "",
         f"Over the model's greedy answers to {s['prompts']} held-out prompts per task ({s['dtype']}), replayed without "
-        f"an engine; the own-output index holds the model's answers to {s['self_prompts']} train prompts. Shares of "
+        f"an engine; the own-output index holds the model's answers to {_own_prompts(res)} train prompts. Shares of "
         "answer positions where the model's next token is each source's guess, given the true tokens before it. "
         "Modelled speed-ups use a step cost of "
         f"{s['overhead']:g} + verified tokens, k={s['k']}; \"cut\" = the same drafts cut exactly before their first "
@@ -324,20 +368,42 @@ def headroom_section(file_name: str, res: dict) -> list[str]:
             + f" | {st['default']['speedup']:.2f}x | {st['default']['speedup_cut']:.2f}x | {st['longest']['speedup_cut']:.2f}x |"
         )
     lines.append("")
+    wide_rows = [r for r in res["rows"] if "wide" in r]
+    if wide_rows:
+        lines += [
+            "Wider candidate sets (`benchmarks/followers.py`): the share of positions where the set holds the "
+            "model's next token, and the set's mean size. TASC-spec's own: the corpus's top four after its longest "
+            "context and the request's guess. Longest contexts: every follower of the corpus's two longest known "
+            "contexts and of every earlier occurrence of the request's longest match. Every context: every follower "
+            "of any context of 1 to 8 tokens in the corpus or the request. Online learning adds each answer to the "
+            "corpus statistics as it is generated.",
+            "",
+            "| task | index | TASC-spec's candidates (up to 5) | longest contexts | mean size | every context "
+            "| mean size |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in wide_rows:
+            w = r["wide"]
+            lines.append(
+                f"| {r['task']} | {r['index']} | {_pct(r['any_candidate'])} | {_pct(w['longest']['share'])} | "
+                f"{w['longest']['mean_size']:.1f} | {_pct(w['every']['share'])} | {w['every']['mean_size']:.1f} |"
+            )
+        lines.append("")
     priced = [(r, e) for r in res["rows"] for e in r.get("engine") or []]
     if priced:
         lines += [
             "The same drafts priced by the engine's own costs (`benchmarks/step_cost.py`: prompt processing + a cost "
             "per step + one per drafted token, fitted to one file's runs of a task at one batch size; \"fit\": its "
-            "largest error over those runs). \"Sources' ceiling\": the right candidate every time, cut right before "
-            "the first position where none is right. The replay drafts each answer alone, so the default rule's "
-            "figures are for batch 1 only. Measured: that file's ratios to plain decoding (TASC-spec with the "
-            "matching index; the file's own-output index holds more train answers).",
+            "largest error over those runs). A ceiling: the right candidate of the set every time, cut right before "
+            "the first position where none is right (\"sources' ceiling\": TASC-spec's own candidates). The replay "
+            "drafts each answer alone, so the default rule's figures are for batch 1 only. Measured: that file's "
+            "ratios to plain decoding (TASC-spec with the matching index; the file's own-output index may hold "
+            "another number of train answers).",
             "",
             "| task | index | file, batch | prefill, s | per step, ms | per drafted token, ms | fit | default rule "
-            "| TASC-spec, measured | default rule, cut | longest drafts, cut | sources' ceiling | oracle "
-            "| oracle, measured |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| TASC-spec, measured | default rule, cut | longest drafts, cut | sources' ceiling "
+            "| ceiling, longest contexts | ceiling, every context | oracle | oracle, measured |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
 
         def x(v) -> str:
@@ -350,7 +416,8 @@ def headroom_section(file_name: str, res: dict) -> list[str]:
                 f"| {r['task']} | {r['index']} | `{e['source']}`, {e['batch_size']} | {c['prefill']:.1f} | "
                 f"{1000 * c['step']:.1f} | {1000 * c['draft_token']:.2f} | {100 * c['worst_error']:.0f} % | "
                 f"{x(m.get('default'))} | {x(tasc)} | {x(m.get('default_cut'))} | {x(m['longest_cut'])} | "
-                f"**{x(m['any_candidate'])}** | {x(m['oracle'])} | {x(meas.get('oracle'))} |"
+                f"**{x(m['any_candidate'])}** | {x(m.get('wide_longest'))} | {x(m.get('wide_every'))} | "
+                f"{x(m['oracle'])} | {x(meas.get('oracle'))} |"
             )
         lines.append("")
     return lines

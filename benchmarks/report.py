@@ -184,6 +184,47 @@ def _ft_section(file_name: str, res: dict) -> list[str]:
             f"{_f(r['speedup_requests'])} | {_f(r['speedup_chars'])} | {_f(sm.get('mean_acceptance_length'))} | "
             f"{_f(r['task_score'])} |"
         )
+    return lines + [""] + _ft_ceilings(res)
+
+
+def _ft_ceilings(res: dict) -> list[str]:
+    """The drafting ceilings over each fine-tune's plain answers (``benchmarks.ft``'s
+    ``drafting_ceilings``), as speed-ups over ``baseline-ft`` without speculation."""
+    ceilings = res.get("ceilings") or {}
+    if not ceilings:
+        return []
+    plain = {r["model"]: r["speedup_requests"] for r in res["speed"] if r["method"] == "none"}
+    lines = [
+        "Drafting ceilings over each fine-tune's plain answers to the same prompts (`benchmarks.headroom`'s measures, "
+        "no engine): the share of positions where TASC-spec's choice, either source's top guess, any of its "
+        "candidates, or a wider n-gram candidate set (`benchmarks/followers.py`; mean size in brackets) holds the "
+        "next token; then, priced by the engine costs fitted to the fine-tune's own runs above (`benchmarks/step_cost.py`), "
+        "the right candidate every time, cut right before the first position where none is right, as a speed-up "
+        f"over `baseline-ft` without speculation (k={res['settings']['k']}):",
+        "",
+        "| fine-tune | choice | either top guess | any candidate | longest contexts | every context "
+        "| TASC-spec, modelled / measured | sources' ceiling | ceiling, longest contexts | ceiling, every context "
+        "| oracle, modelled / measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, c in ceilings.items():
+        sh, w, e = c["shares"], c["wide"], c.get("engine")
+        scale = plain.get(name, 1.0)
+
+        def x(key, table="modelled", e=e, scale=scale) -> str:
+            v = (e or {}).get(table, {}).get(key)
+            return "" if v is None else f"{v * scale:.2f}x"
+
+        lines.append(
+            f"| {name} | {100 * sh['choice']:.1f} % | {100 * sh['either_top']:.1f} % | {100 * sh['any_candidate']:.1f} % "
+            f"| {100 * w['longest']['share']:.1f} % ({w['longest']['mean_size']:.0f}) "
+            f"| {100 * w['every']['share']:.1f} % ({w['every']['mean_size']:.0f}) "
+            f"| {x('default')} / {x('tasc', 'measured')} | **{x('any_candidate')}** | {x('wide_longest')} "
+            f"| {x('wide_every')} | {x('oracle')} / {x('oracle', 'measured')} |"
+        )
+    reasons = [f"{name}: {c['no_engine_terms']}" for name, c in ceilings.items() if c.get("no_engine_terms")]
+    if reasons:
+        lines += ["", "Not priced (the runs do not fit the engine costs): " + "; ".join(reasons) + "."]
     return lines + [""]
 
 

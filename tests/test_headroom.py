@@ -92,6 +92,18 @@ def test_engine_terms_price_every_scenario_and_the_default_rule_at_batch_1_only(
     assert one["modelled"]["default"] < one["modelled"]["default_cut"] < one["modelled"]["any_candidate"]
     sixteen = engine_terms(_stop(), _runs(16), "b16-clean.json")
     assert "default" not in sixteen["modelled"] and sixteen["modelled"]["any_candidate"] < one["modelled"]["any_candidate"]
+    assert "wide_every" not in one["modelled"]  # a file from before the wider sets: priced without them
+
+
+def test_engine_terms_price_the_wider_candidate_sets_between_the_sources_and_the_oracle():
+    from benchmarks.headroom import engine_terms
+
+    stop = _stop()
+    stop["wide_longest"] = dict(stop["any_candidate"], steps=1200, drafted=5800, accepted=5800)
+    stop["wide_every"] = dict(stop["any_candidate"], steps=900, drafted=6100, accepted=6100)
+    for batch in (1, 16):
+        m = engine_terms(stop, _runs(batch), "full.json")["modelled"]
+        assert m["any_candidate"] < m["wide_longest"] < m["wide_every"] < m["oracle"]
 
 
 def test_engine_results_are_named_with_their_batch_and_checked(tmp_path, monkeypatch):
@@ -114,5 +126,59 @@ def test_engine_results_are_named_with_their_batch_and_checked(tmp_path, monkeyp
 def test_engine_runs_that_cannot_price_the_drafts_are_named():
     from benchmarks.headroom import engine_terms
 
-    with pytest.raises(SystemExit, match="full.json, batch 1: need plain decoding"):
+    with pytest.raises(ValueError, match="full.json, batch 1: need plain decoding"):
         engine_terms(_stop(), _runs(1)[1:], "full.json")
+
+
+def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(tmp_path, tokenizer, isolated_cache):
+    from benchmarks.ft import drafting_ceilings
+    from benchmarks.report import _ft_ceilings
+
+    index = write_index(ANSWERS, tmp_path / "calls.tasc")
+    prompts = [tokenizer.encode(f"Call area with base {b} and height {h}.") for b, h in [(8, 6), (2, 9)]]
+    outputs = [tokenizer.encode('{"name": "area", "arguments": {"base": %d, "height": %d}}' % bh) for bh in [(8, 6), (2, 9)]]
+    tokens = sum(map(len, outputs))
+    runs = []
+    for method, drafted, accepted in [("none", 0, 0), ("tasc", 30, 15), ("oracle", 28, 28)]:
+        secs = 0.5 + 0.035 * (tokens - accepted) + 0.002 * drafted
+        runs.append({"model": "tasc-ft", "method": method, "batch_size": 1, "seconds": secs, "output_tokens": tokens,
+                     "tokens_per_second": tokens / secs, "requests_per_second": 2 / secs,
+                     "spec_metrics": {"num_draft_tokens": drafted, "num_accepted_tokens": accepted} if drafted else {}})
+    cfg = TascConfig(index=str(index))
+    got = drafting_ceilings(tokenizer, cfg, prompts, outputs, 8, runs, "ft-test")
+    m = got["engine"]["modelled"]
+    # wider sets never cost steps; the oracle may tie the widest in steps with a draft token more
+    assert 1.0 < m["any_candidate"] <= m["wide_longest"] <= m["wide_every"] <= m["oracle"] * 1.01
+    assert got["engine"]["measured"]["oracle"] == pytest.approx(m["oracle"], rel=0.3)
+    assert got["shares"]["any_candidate"] <= got["wide"]["every"]["share"]
+    # in the report, as speed-ups over baseline-ft: this fine-tune's plain run is 2x baseline-ft's
+    for r in runs:
+        r["speedup_requests"] = 2.0 * r["requests_per_second"] / runs[0]["requests_per_second"]
+    res = {"settings": {"k": 8}, "speed": runs, "ceilings": {"tasc-ft": got}}
+    row = next(line for line in _ft_ceilings(res) if line.startswith("| tasc-ft |"))
+    assert f"**{2 * m['any_candidate']:.2f}x**" in row and f"{2 * m['oracle']:.2f}x" in row
+    # two runs cannot be fitted: the shares stay, the reason is named
+    alone = drafting_ceilings(tokenizer, cfg, prompts, outputs, 8, runs[:2], "ft-test")
+    assert "engine" not in alone and "ft-test, batch 1: need plain decoding" in alone["no_engine_terms"]
+    res["ceilings"]["tasc-ft"] = alone
+    assert any("Not priced" in line and "ft-test" in line for line in _ft_ceilings(res))
+
+
+def test_engine_terms_count_steps_as_the_fit_does_so_the_oracle_is_priced_as_measured():
+    from benchmarks.headroom import engine_terms
+    from benchmarks.step_cost import perfect_drafts
+
+    # short answers whose last draft reaches the end: the replay counts a step more per answer
+    # than output tokens minus accepted ones, which is all vLLM's counters show
+    oracle = perfect_drafts([[True] * 21] * 24, 8)
+    assert oracle["steps"] > oracle["tokens"] - oracle["accepted"]
+    stop = dict(_stop(), oracle=oracle)
+    tokens = oracle["tokens"]
+    runs = []
+    for method, drafted, accepted in [("none", 0, 0), ("tasc", 300, 200), ("oracle", oracle["drafted"], oracle["accepted"])]:
+        secs = 5.0 + 0.038 * (tokens - accepted) + 0.002 * drafted
+        runs.append({"method": method, "batch_size": 1, "seconds": secs, "output_tokens": tokens,
+                     "tokens_per_second": tokens / secs,
+                     "spec_metrics": {"num_draft_tokens": drafted, "num_accepted_tokens": accepted} if drafted else {}})
+    got = engine_terms(stop, runs, "ft.json")
+    assert got["modelled"]["oracle"] == pytest.approx(got["measured"]["oracle"])

@@ -336,11 +336,12 @@ def _pct(v: float) -> str:
 
 
 def _own_prompts(res: dict) -> str:
-    counts = sorted({r["self_prompts"] for r in res["rows"] if "self_prompts" in r})
-    s = res["settings"]["self_prompts"]
-    if counts:
-        return ", ".join(map(str, counts)) + (" (the whole train split)" if not s else "")
-    return str(s)
+    """Whose answers the own-output index holds, as a phrase."""
+    counts = [f"{r['self_prompts']:,} ({r['task']})" for r in res["rows"] if "self_prompts" in r]
+    if not counts:  # files from before the count was recorded per task
+        return f"{res['settings']['self_prompts']} train prompts"
+    whole = "" if res["settings"]["self_prompts"] else ", the whole train split"
+    return ", ".join(counts) + f" train prompts{whole}"
 
 
 def headroom_section(file_name: str, res: dict) -> list[str]:
@@ -349,7 +350,7 @@ def headroom_section(file_name: str, res: dict) -> list[str]:
         f"## Drafting headroom (`{file_name}`, `python -m benchmarks.headroom`)",
         "",
         f"Over the model's greedy answers to {s['prompts']} held-out prompts per task ({s['dtype']}), replayed without "
-        f"an engine; the own-output index holds the model's answers to {_own_prompts(res)} train prompts. Shares of "
+        f"an engine; the own-output index holds the model's answers to {_own_prompts(res)}. Shares of "
         "answer positions where the model's next token is each source's guess, given the true tokens before it. "
         "Modelled speed-ups use a step cost of "
         f"{s['overhead']:g} + verified tokens, k={s['k']}; \"cut\" = the same drafts cut exactly before their first "

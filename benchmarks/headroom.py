@@ -143,18 +143,25 @@ def stop_ceilings(make_proposer, prompts, outputs, overhead: float, ceilings: di
     return out
 
 
-def measure_index(tokenizer, cfg, prompts, outputs, k: int, overhead: float) -> tuple[dict, dict, dict]:
+def token_pieces(tokenizer) -> list[str]:
+    """Each token's text without whitespace (for :func:`score_positions`)."""
+    return [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
+
+
+def measure_index(tokenizer, cfg, prompts, outputs, k: int, overhead: float,
+                  pieces: list[str] | None = None) -> tuple[dict, dict, dict]:
     """Everything this module measures for one index (``cfg.index``) over recorded greedy
     answers: the sources' shares (:func:`score_positions`), the wider candidate sets' shares
     and mean sizes (:func:`benchmarks.followers.wide_hits`), and the stop rules' and ceilings'
-    counts (:func:`stop_ceilings`) for :func:`engine_terms`."""
+    counts (:func:`stop_ceilings`) for :func:`engine_terms`.  ``pieces``: the tokenizer's
+    :func:`token_pieces`, when the caller measures several indexes with it."""
     from tasc_vllm.index_file import read_index
     from tasc_vllm.ngram_cache import load_tokenized, whitespace_tokens
 
     def proposer(settings, k=k):
         return standalone_proposer(tokenizer, replace(cfg, **settings), k)
 
-    pieces = [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
+    pieces = pieces if pieces is not None else token_pieces(tokenizer)
     shares, any_hits = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)
     corpus = load_tokenized(read_index(cfg.index), tokenizer, cfg.max_order, cfg.min_count).tokens
     wide = wide_hits(corpus, prompts, outputs, whitespace_tokens(tokenizer, len(tokenizer)), cfg.max_order)
@@ -284,6 +291,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)
+    pieces = token_pieces(tokenizer)
     folder = RESULTS / "replay-work"
     folder.mkdir(exist_ok=True)
     base_cfg = load_config()
@@ -311,7 +319,7 @@ def main(argv=None) -> int:
             bar.set_description(f"{name}: {label}")
             cfg = replace(base_cfg, index=str(index))
 
-            shares, wide, stop = measure_index(tokenizer, cfg, prompts, outputs, args.k, args.overhead)
+            shares, wide, stop = measure_index(tokenizer, cfg, prompts, outputs, args.k, args.overhead, pieces)
             try:
                 engine = [engine_terms(stop, runs, source) for source, runs in measured_runs.get(name, [])]
             except ValueError as e:

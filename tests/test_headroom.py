@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks.headroom import SHARES, check_settings, score_positions, text_match_guess
+from benchmarks.headroom import SHARES, check_settings, score_positions, text_match_guess, token_pieces
 from tasc_vllm.config import TascConfig
 from tasc_vllm.index_file import write_index
 from tasc_vllm.proposer import TascProposer
@@ -31,7 +31,7 @@ def test_sources_are_scored_at_every_answer_position(tmp_path, tokenizer, isolat
                            model_config=SimpleNamespace(max_model_len=4096, get_vocab_size=lambda: len(tokenizer)),
                            scheduler_config=SimpleNamespace(max_num_seqs=1))
     proposer = TascProposer(vcfg, tokenizer=tokenizer, config=cfg)
-    pieces = [re.sub(r"\s", "", tokenizer.decode([t])) for t in range(len(tokenizer))]
+    pieces = token_pieces(tokenizer)
     prompt = tokenizer.encode('Call area with base 8 and height 6. Schema: {"base": "int", "height": "int"}')
     answer = tokenizer.encode('{"name": "area",\n  "arguments": {"base": 8, "height": 6}}')
     got, hits = score_positions(proposer, [prompt], [answer], pieces)

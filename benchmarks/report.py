@@ -222,6 +222,12 @@ def _ft_ceilings(res: dict) -> list[str]:
             f"| {x('default')} / {x('tasc', 'measured')} | **{x('any_candidate')}** | {x('wide_longest')} "
             f"| {x('wide_every')} | {x('oracle')} / {x('oracle', 'measured')} |"
         )
+    costs = [f"{name}: prompt processing {e['cost']['prefill']:.1f} s, {1000 * e['cost']['step']:.1f} ms a step, "
+             f"{1000 * e['cost']['draft_token']:.2f} ms a drafted token (fitted to {e['cost']['runs']} runs, "
+             f"largest error {100 * e['cost']['worst_error']:.0f} %)"
+             for name, c in ceilings.items() if (e := c.get("engine"))]
+    if costs:
+        lines += ["", "Engine costs: " + "; ".join(costs) + "."]
     reasons = [f"{name}: {c['no_engine_terms']}" for name, c in ceilings.items() if c.get("no_engine_terms")]
     if reasons:
         lines += ["", "Not priced (the runs do not fit the engine costs): " + "; ".join(reasons) + "."]

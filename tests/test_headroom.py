@@ -155,8 +155,10 @@ def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(
     for r in runs:
         r["speedup_requests"] = 2.0 * r["requests_per_second"] / runs[0]["requests_per_second"]
     res = {"settings": {"k": 8}, "speed": runs, "ceilings": {"tasc-ft": got}}
-    row = next(line for line in _ft_ceilings(res) if line.startswith("| tasc-ft |"))
+    lines = _ft_ceilings(res)
+    row = next(line for line in lines if line.startswith("| tasc-ft |"))
     assert f"**{2 * m['any_candidate']:.2f}x**" in row and f"{2 * m['oracle']:.2f}x" in row
+    assert any(line.startswith("Engine costs: tasc-ft: prompt processing 0.5 s, 35.0 ms a step") for line in lines)
     # two runs cannot be fitted: the shares stay, the reason is named
     alone = drafting_ceilings(tokenizer, cfg, prompts, outputs, 8, runs[:2], "ft-test")
     assert "engine" not in alone and "ft-test, batch 1: need plain decoding" in alone["no_engine_terms"]

@@ -9,6 +9,7 @@
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
 # make bench-headroom - which-token and when-to-stop ceilings of TASC-spec's drafting and of wider n-gram
 #              candidate sets, over recorded answers
+# make bench-verify-cost - a step's time by the number of drafted tokens it verifies, at batch 1 and 16
 # EXTRA=gpu selects the GPU build of vLLM instead of the CPU one.
 
 PYTHON ?= python3
@@ -20,7 +21,7 @@ SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
 
-.PHONY: install demo test bench bench-quick bench-online bench-ft bench-scaling bench-load bench-headroom clean-venv
+.PHONY: install demo test bench bench-quick bench-online bench-ft bench-scaling bench-load bench-headroom bench-verify-cost clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,9 @@ bench-load: install
 
 bench-headroom: install
 	$(RUN) $(PY) -m benchmarks.headroom
+
+bench-verify-cost: install
+	$(RUN) $(PY) -m benchmarks.verify_cost
 
 clean-venv:
 	rm -rf $(VENV)

@@ -345,6 +345,12 @@ def write_report() -> Path:
 
             lines += headroom_section(path.name, res)
             continue
+        if res.get("kind") == "verify-cost":
+            from benchmarks.verify_cost import plot, section
+
+            plot(res, RESULTS / f"{path.stem}.png")
+            lines += section(path.name, res)
+            continue
         if res.get("kind") == "online":
             from benchmarks.online import online_section
 

@@ -1,0 +1,249 @@
+"""What verifying a draft costs on this machine: a decoding step's time by the number of
+drafted tokens it verifies, measured directly.
+
+    python -m benchmarks.verify_cost [--task bfcl] [--prompts 16] [--tokens 96] [--chunks 4]
+                                     [--lengths 0,1,2,4,6,8,12,16] [--batches 1,16] [--repeats 2]
+
+One engine (eager, bf16, k = the longest length) serves held-out prompts of a task (at
+batch B, the first ``--chunks`` groups of B of them that the prompts allow) with a
+drafter that proposes exactly L copies of one token after every step (:class:`FixedDrafts`).
+The drafts are wrong almost always, so every step verifies ``1 + L`` tokens per row and
+yields one; vLLM's own counters give the accepted drafts, so a step is counted as output
+tokens minus accepted ones, as in :mod:`benchmarks.step_cost`. L changes between
+measurements through a file the drafter reads every step, so every length is measured in
+the same engine; the lengths are measured in turn, in reverse order on every other repeat.
+Every answer runs to ``--tokens`` (end of sequence ignored), and a first pass over the
+prompts fills vLLM's prefix cache, so prompt processing adds almost nothing to the steps.
+
+:mod:`benchmarks.step_cost` fits a cost per step and per drafted token to whole runs of
+different drafters; this measures the same curve, point by point, without a drafter's own
+choices in the way, and fits both a line and a knee (flat up to some L, then linear) to it:
+the knee is what ``TASC_FREE_DRAFT`` describes to the proposer. Writes
+``benchmarks/results/verify-cost.json`` and ``verify-cost.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.run import RESULTS, machine
+
+LENGTH_FILE_ENV = "TASC_FIXED_DRAFTS_FILE"  # names the file holding L
+TOKEN_ENV = "TASC_FIXED_DRAFTS_TOKEN"  # the token drafted (default: the vocabulary's last)
+
+
+class FixedDrafts:
+    """A ``custom_class`` drafter that proposes L copies of one token for every decoding row;
+    L is read every step from the file named by ``TASC_FIXED_DRAFTS_FILE``."""
+
+    def __init__(self, vllm_config):
+        path = os.environ.get(LENGTH_FILE_ENV)
+        if not path:
+            raise RuntimeError(f"FixedDrafts needs {LENGTH_FILE_ENV} to name a file holding the draft length")
+        self.path = path
+        self.k = int(vllm_config.speculative_config.num_speculative_tokens)
+        vocab = int(vllm_config.model_config.get_vocab_size())
+        self.token = int(os.environ.get(TOKEN_ENV, vocab - 1))
+
+    def load_model(self, *args, **kwargs) -> None:
+        pass
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
+        length = min(self.k, int(Path(self.path).read_text()))
+        return [[self.token] * length if len(s) else [] for s in sampled_token_ids]
+
+
+def fit_line(lengths, ms) -> tuple[float, float]:
+    """Least-squares ``ms = step + per_token * L``: (step, per_token)."""
+    x = np.asarray(lengths, dtype=float)
+    y = np.asarray(ms, dtype=float)
+    if x.size < 2 or np.unique(x).size < 2:
+        raise ValueError("need at least two different draft lengths to fit a line")
+    per_token, step = np.polyfit(x, y, 1)
+    return float(step), float(per_token)
+
+
+def fit_knee(lengths, ms) -> tuple[int, float, float]:
+    """Least-squares ``ms = flat + per_token * max(0, L - knee)``, the knee tried at every
+    measured length but the longest: (knee, flat, per_token).  A step's time stays flat while
+    the tokens it verifies fit the kernels' smallest unit of work, then grows with each one."""
+    x = np.asarray(lengths, dtype=float)
+    y = np.asarray(ms, dtype=float)
+    knees = np.unique(x)[:-1]
+    if knees.size < 1:
+        raise ValueError("need at least two different draft lengths to fit a knee")
+    best = None
+    for knee in knees:
+        a = np.column_stack([np.ones_like(x), np.maximum(0.0, x - knee)])
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        sse = float(np.sum((a @ coef - y) ** 2))
+        if best is None or sse < best[0] - 1e-9:
+            best = (sse, int(knee), float(coef[0]), float(coef[1]))
+    return best[1], best[2], best[3]
+
+
+def summarize(points: list[dict]) -> list[dict]:
+    """Per batch size: the median ms per step at each length and the fitted line (all repeats)."""
+    out = []
+    for batch in sorted({p["batch_size"] for p in points}):
+        rows = [p for p in points if p["batch_size"] == batch]
+        lengths = sorted({p["length"] for p in rows})
+        medians = {L: float(np.median([p["ms_per_step"] for p in rows if p["length"] == L])) for L in lengths}
+        step, per_token = fit_line([p["length"] for p in rows], [p["ms_per_step"] for p in rows])
+        knee, flat, past_knee = fit_knee([p["length"] for p in rows], [p["ms_per_step"] for p in rows])
+        out.append({"batch_size": batch, "median_ms_per_step": {str(L): medians[L] for L in lengths},
+                    "fit_step_ms": step, "fit_ms_per_drafted_token": per_token,
+                    "knee_length": knee, "knee_flat_ms": flat, "knee_ms_per_drafted_token": past_knee,
+                    "fit_ms_per_drafted_token_per_row": per_token / batch,
+                    "relative_to_no_draft": {str(L): medians[L] / medians[lengths[0]] for L in lengths}})
+    return out
+
+
+def measure(args) -> dict:
+    from vllm import LLM, SamplingParams
+
+    from tasc_vllm.models import resolve_model
+    from tasc_vllm.runner import SPEC_DECODE, _counters, render_prompts
+    from tasc_vllm.tasks import get_task
+
+    lengths = sorted({int(x) for x in args.lengths.split(",")})
+    batches = sorted({int(x) for x in args.batches.split(",")})
+    if lengths[0] < 0 or len(lengths) < 2:
+        raise SystemExit("--lengths needs at least two lengths >= 0")
+    if batches[0] < 1 or batches[-1] > args.prompts:
+        raise SystemExit(f"--batches must lie in 1..--prompts ({args.prompts})")
+    workdir = Path(tempfile.mkdtemp(prefix="tasc-verify-cost-"))
+    length_file = workdir / "length"
+    length_file.write_text("0")
+    os.environ[LENGTH_FILE_ENV] = str(length_file)
+    t_start = time.perf_counter()
+    llm = LLM(resolve_model(None), dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True,
+              max_model_len=2048, max_num_seqs=max(batches), seed=0,
+              speculative_config={"method": "custom_class", "model": "benchmarks.verify_cost.FixedDrafts",
+                                  "num_speculative_tokens": max(lengths)})
+    task = get_task(args.task)
+    examples = task.load("test")[: args.prompts]
+    prompts = [{"prompt_token_ids": p} for p in render_prompts(llm.get_tokenizer(), [e.messages for e in examples])]
+    params = SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True)
+    llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=2), use_tqdm=False)  # fill the prefix cache
+
+    def accepted() -> int:
+        (spec,) = _counters(llm, SPEC_DECODE)
+        return int(spec.get("num_accepted_tokens", 0))
+
+    points = []
+    plan = [(rep, b, L) for rep in range(args.repeats) for b in batches
+            for L in (lengths if rep % 2 == 0 else lengths[::-1])]
+    from tqdm import tqdm
+
+    for rep, batch, L in tqdm(plan, desc="verify cost", unit="length"):
+        length_file.write_text(str(L))
+        acc0 = accepted()
+        t0 = time.perf_counter()
+        tokens = 0
+        for i in range(0, min(args.chunks * batch, len(prompts) - batch + 1), batch):
+            outs = llm.generate(prompts[i: i + batch], params, use_tqdm=False)
+            tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+        seconds = time.perf_counter() - t0
+        acc = accepted() - acc0
+        steps = (tokens - acc) / batch
+        points.append({"repeat": rep, "batch_size": batch, "length": L, "seconds": seconds, "output_tokens": tokens,
+                       "accepted": acc, "steps": steps, "ms_per_step": 1000 * seconds / steps})
+    return {"kind": "verify-cost", "machine": machine(),
+            "settings": {"task": args.task, "prompts": len(prompts), "tokens": args.tokens, "lengths": lengths,
+                         "batches": batches, "repeats": args.repeats, "dtype": args.dtype, "engines": "eager"},
+            "points": points, "summary": summarize(points), "seconds": time.perf_counter() - t_start}
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = res["summary"]
+    fig, axes = plt.subplots(1, len(summary), figsize=(5.5 * len(summary), 4), squeeze=False)
+    for ax, s in zip(axes[0], summary):
+        b = s["batch_size"]
+        pts = [p for p in res["points"] if p["batch_size"] == b]
+        ax.scatter([p["length"] for p in pts], [p["ms_per_step"] for p in pts], s=14, color="tab:blue",
+                   label="measured (every repeat)")
+        xs = np.array(sorted({p["length"] for p in pts}))
+        ax.plot(xs, s["fit_step_ms"] + s["fit_ms_per_drafted_token"] * xs, color="tab:orange",
+                label=f"line: {s['fit_step_ms']:.1f} ms + {s['fit_ms_per_drafted_token']:.2f} ms x L")
+        if "knee_length" in s:
+            fine = np.linspace(xs[0], xs[-1], 200)
+            ax.plot(fine, s["knee_flat_ms"] + s["knee_ms_per_drafted_token"] * np.maximum(0, fine - s["knee_length"]),
+                    color="tab:green", linestyle="--",
+                    label=f"knee: {s['knee_flat_ms']:.1f} ms up to L={s['knee_length']}, "
+                          f"then {s['knee_ms_per_drafted_token']:.2f} ms per token")
+        ax.set_xlabel("drafted tokens per row verified in a step (L)")
+        ax.set_ylabel("ms per step")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"batch {b}: a step's cost by draft length")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def section(file_name: str, res: dict) -> list[str]:
+    """The RESULTS.md section for a ``verify-cost`` result file."""
+    s, m = res["settings"], res["machine"]
+    lengths = [str(L) for L in s["lengths"]]
+    lines = [f"## Verification cost: `{file_name}`", "",
+             f"{m.get('cores')} cores, {m.get('cpu')}; {s['task']}, {s['prompts']} held-out prompts, "
+             f"{s['tokens']} tokens each, every draft rejected; dtype {s['dtype']}, engines {s['engines']}; "
+             f"{s['repeats']} repeats; {res['seconds'] / 60:.1f} min in all.", "",
+             f"![{Path(file_name).stem}.png](results/{Path(file_name).stem}.png)", "",
+             "Milliseconds per step (median of the repeats) by drafted tokens per row, L:", "",
+             "| batch | " + " | ".join(f"L={L}" for L in lengths) + " | line: step + per drafted token "
+             "| knee: flat up to L, then per drafted token |",
+             "| --- | " + " | ".join("---" for _ in lengths) + " | --- | --- |"]
+    for row in res["summary"]:
+        cells = " | ".join(f"{row['median_ms_per_step'][L]:.1f}" for L in lengths)
+        lines.append(f"| {row['batch_size']} | {cells} | {row['fit_step_ms']:.1f} ms + "
+                     f"{row['fit_ms_per_drafted_token']:.2f} ms x L | {row['knee_flat_ms']:.1f} ms up to "
+                     f"L={row['knee_length']}, then {row['knee_ms_per_drafted_token']:.2f} ms |")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="bfcl")
+    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--tokens", type=int, default=96, help="tokens per answer (end of sequence ignored)")
+    p.add_argument("--lengths", default="0,1,2,4,6,8,12,16", help="drafted tokens per row to measure")
+    p.add_argument("--batches", default="1,16")
+    p.add_argument("--chunks", type=int, default=4, help="batches of prompts served per measurement (as many as the prompts allow)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--name", default="verify-cost")
+    args = p.parse_args(argv)
+    if args.prompts < 1 or args.tokens < 2 or args.repeats < 1 or args.chunks < 1:
+        raise SystemExit("--prompts, --chunks and --repeats must be >= 1, --tokens >= 2")
+    res = measure(args)
+    out = RESULTS / f"{args.name}.json"
+    out.write_text(json.dumps(res, indent=1))
+    from benchmarks.report import write_report
+
+    write_report()  # draws the plot too
+    for row in res["summary"]:
+        print(f"batch {row['batch_size']}: " + ", ".join(f"L={L} {v:.1f} ms" for L, v in row["median_ms_per_step"].items())
+              + f"; line {row['fit_step_ms']:.1f} ms + {row['fit_ms_per_drafted_token']:.2f} ms per drafted token"
+              + f"; knee {row['knee_flat_ms']:.1f} ms up to L={row['knee_length']}, then "
+              f"{row['knee_ms_per_drafted_token']:.2f} ms per drafted token")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,7 @@ class TascConfig:
     gamma: float = 2.0  # TASC_GAMMA: context confidence, p = m / (m + gamma)
     threshold: float = 0.1  # TASC_THRESHOLD: stop drafting when the draft's confidence < this
     step_overhead: float = 6.0  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
+    free_draft: float = 0.0  # TASC_FREE_DRAFT: drafted tokens a batch-1 step verifies at no extra cost
     stop_rule: str = "yield"  # TASC_STOP_RULE: "yield" (a token must raise the draft's yield per cost) or "first" (every token must pass the first's bar)
     calibrate: int = 1  # TASC_CALIBRATE: learn while serving how often each source is right (1), and drafts too (2); 0: off
     min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
@@ -45,6 +46,7 @@ class TascConfig:
             (self.gamma > 0.0, "gamma must be > 0"),
             (0.0 <= self.threshold <= 1.0, "threshold must be in 0..1"),
             (self.step_overhead >= 0.0, "step_overhead must be >= 0"),
+            (0.0 <= self.free_draft <= 1024.0, "free_draft must be in 0..1024"),
             (self.stop_rule in ("yield", "first"), f"stop_rule must be 'yield' or 'first' (got {self.stop_rule!r})"),
             (self.min_count >= 1, "min_count must be >= 1"),
             (self.calibrate in (0, 1, 2), "calibrate must be 0, 1 or 2"),
@@ -80,6 +82,19 @@ class TascConfig:
         if self.stop_rule != "yield" or self.step_overhead <= 0.0 or rows <= 0:
             return 0.0
         return self.step_overhead / rows + 1.0
+
+    def free_per_row(self, rows: int) -> float:
+        """Drafted tokens per row that verify at no extra cost when ``rows`` requests share a
+        step: ``(free_draft + 1) / rows - 1``, at least 0.
+
+        A step's time stays flat while the tokens it verifies (one per row, plus the drafts)
+        fit the kernels' smallest unit of work, and grows with each one past it
+        (``benchmarks.verify_cost`` measures where).  ``free_draft`` is that unit less the one
+        token a batch-1 step verifies anyway; the rows of a bigger step share it.  0 when the
+        "yield" rule is off."""
+        if self.step_cost(rows) <= 0.0:
+            return 0.0
+        return max(0.0, (self.free_draft + 1.0) / rows - 1.0)
 
     def to_dict(self) -> dict:
         return asdict(self)

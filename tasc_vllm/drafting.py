@@ -50,6 +50,7 @@ def draft_one(
     gamma,
     threshold,
     step_cost,
+    free_draft,
     vocab_size,
     space,
     cal,
@@ -66,7 +67,9 @@ def draft_one(
     With ``step_cost`` > 0 (a step's cost per row, in verified tokens) a token is drafted only
     while it raises the draft's expected yield per unit of cost: its chance of acceptance
     must beat ``expected tokens so far / (step_cost + tokens drafted so far)``.  The first
-    token's bar is ``1 / step_cost``; later ones must beat the draft's running average."""
+    token's bar is ``1 / step_cost``; later ones must beat the draft's running average.
+    The first ``free_draft`` tokens cost nothing (the engine verifies that many at the price
+    of none): they need only ``threshold``, and only the tokens past them count as cost."""
     n_draft = 0
     cum = 1.0
     expected = 1.0  # tokens the step yields: the verified token plus the draft's expected accepted ones
@@ -128,8 +131,8 @@ def draft_one(
         t_best = cand_tok[best]
         q = calibrated(cal, draft_bucket(cum), cum)
         need = threshold
-        if step_cost > 0.0:
-            need = max(threshold, expected / (step_cost + n_draft))
+        if step_cost > 0.0 and n_draft >= free_draft:
+            need = max(threshold, expected / (step_cost + n_draft - free_draft))
         if q < need or t_best < 0 or t_best >= vocab_size:
             break
         expected += q
@@ -171,6 +174,7 @@ def draft_batch(
     gamma,
     threshold,
     step_cost,
+    free_draft,
     vocab_size,
     space,
     cal,
@@ -200,6 +204,7 @@ def draft_batch(
             gamma,
             threshold,
             step_cost,
+            free_draft,
             vocab_size,
             space,
             cal,

@@ -119,7 +119,7 @@ class TascProposer:
         return (
             t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
             c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
-            c.threshold_for(rows), c.step_cost(rows), self.vocab_size, self.space, self.calibration,
+            c.threshold_for(rows), c.step_cost(rows), c.free_per_row(rows), self.vocab_size, self.space, self.calibration,
         )
 
     def _warm_up(self) -> None:

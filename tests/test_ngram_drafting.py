@@ -42,7 +42,7 @@ def draft(table, ctx, limit, vocab=1000, cal=None, space=NO_SPACE, **over):
     draft_batch(
         np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
         table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), vocab, space, new_calibration() if cal is None else cal, out, out_len,
+        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), p.get("free_draft", 0.0), vocab, space, new_calibration() if cal is None else cal, out, out_len,
         np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
@@ -184,7 +184,7 @@ def test_batch_rows_are_independent():
     p = DEFAULTS
     draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
                 table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 100, NO_SPACE, new_calibration(), out, out_len, np.zeros(out.shape))
+                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 0.0, 100, NO_SPACE, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -331,7 +331,7 @@ def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
     p = DEFAULTS
     tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
     draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
-                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 1000, NO_SPACE, cal, out, out_len, conf)
+                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 0.0, 1000, NO_SPACE, cal, out, out_len, conf)
     assert np.all(np.diff(conf[0]) <= 0)  # a running product
     fourth = draft_bucket(conf[0, 3])
     cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted
@@ -355,6 +355,24 @@ def test_the_yield_rule_stops_when_a_token_would_lower_the_drafts_yield_per_cost
     assert yield_rule == first_rule[:length]
 
 
+def test_free_draft_tokens_need_only_the_threshold_and_count_no_cost_after():
+    table = build_table(corpus_array([[1, 2, 3, 4, 5, 6, 7, 8]] * 5), max_order=3)
+    step_cost, free = 3.0, 2.0
+    chances = [(5 / 6) ** n for n in range(1, 7)]
+    expected, length = 1.0, 0
+    for n, q in enumerate(chances):  # by hand: free tokens face only the threshold, later ones the yield bar
+        if n >= free and q < expected / (step_cost + n - free):
+            break
+        expected, length = expected + q, n + 1
+    assert length == 2  # the first two are free, and the third would lower the yield per cost
+    assert draft(table, [9, 1, 2], 6, wx=0.0, threshold=0.05, step_cost=step_cost, free_draft=free) == [3, 4]
+    # a bar the first token fails without free tokens, passed when it costs nothing
+    assert draft(table, [9, 1, 2], 6, wx=0.0, threshold=0.05, step_cost=1.1) == []
+    assert draft(table, [9, 1, 2], 6, wx=0.0, threshold=0.05, step_cost=1.1, free_draft=1.0) == [3]
+    # free tokens beyond what the statistics allow change nothing: the threshold still stops the draft
+    assert draft(table, [9, 1, 2], 6, wx=0.0, threshold=0.5, step_cost=3.0, free_draft=6.0) == [3, 4, 5]
+
+
 def test_stop_rule_setting():
     from tasc_vllm.config import TascConfig, load_config
     from tasc_vllm.errors import TascError
@@ -363,5 +381,11 @@ def test_stop_rule_setting():
     assert TascConfig(step_overhead=6.0).step_cost(4) == 2.5
     assert TascConfig(step_overhead=6.0, stop_rule="first").step_cost(1) == 0.0
     assert TascConfig(step_overhead=0.0).step_cost(1) == 0.0
+    assert TascConfig(step_overhead=6.0, free_draft=5.0).free_per_row(1) == 5.0
+    assert TascConfig(step_overhead=6.0, free_draft=5.0).free_per_row(2) == 2.0  # two rows share the six tokens
+    assert TascConfig(step_overhead=6.0, free_draft=5.0).free_per_row(16) == 0.0  # past the knee already
+    assert TascConfig(step_overhead=0.0, free_draft=4.0).free_per_row(1) == 0.0  # the yield rule is off
+    with pytest.raises(TascError, match="free_draft must be in"):
+        load_config({"TASC_FREE_DRAFT": "-1"})
     with pytest.raises(TascError, match="stop_rule must be 'yield' or 'first'"):
         load_config({"TASC_STOP_RULE": "longest"})

@@ -91,14 +91,16 @@ def fit_knee(lengths, ms) -> tuple[int, float, float]:
 
 
 def summarize(points: list[dict]) -> list[dict]:
-    """Per batch size: the median ms per step at each length and the fitted line (all repeats)."""
+    """Per batch size: the median ms per step at each length, and the line and the knee fitted
+    to every repeat's points."""
     out = []
     for batch in sorted({p["batch_size"] for p in points}):
         rows = [p for p in points if p["batch_size"] == batch]
         lengths = sorted({p["length"] for p in rows})
         medians = {L: float(np.median([p["ms_per_step"] for p in rows if p["length"] == L])) for L in lengths}
-        step, per_token = fit_line([p["length"] for p in rows], [p["ms_per_step"] for p in rows])
-        knee, flat, past_knee = fit_knee([p["length"] for p in rows], [p["ms_per_step"] for p in rows])
+        xs, ys = [p["length"] for p in rows], [p["ms_per_step"] for p in rows]
+        step, per_token = fit_line(xs, ys)
+        knee, flat, past_knee = fit_knee(xs, ys)
         out.append({"batch_size": batch, "median_ms_per_step": {str(L): medians[L] for L in lengths},
                     "fit_step_ms": step, "fit_ms_per_drafted_token": per_token,
                     "knee_length": knee, "knee_flat_ms": flat, "knee_ms_per_drafted_token": past_knee,
@@ -108,22 +110,28 @@ def summarize(points: list[dict]) -> list[dict]:
 
 
 def measure(args) -> dict:
-    from vllm import LLM, SamplingParams
-
-    from tasc_vllm.models import resolve_model
-    from tasc_vllm.runner import SPEC_DECODE, _counters, render_prompts
-    from tasc_vllm.tasks import get_task
-
+    """Check the arguments, then measure with the draft length in a file that is removed after."""
     lengths = sorted({int(x) for x in args.lengths.split(",")})
     batches = sorted({int(x) for x in args.batches.split(",")})
     if lengths[0] < 0 or len(lengths) < 2:
         raise SystemExit("--lengths needs at least two lengths >= 0")
     if batches[0] < 1 or batches[-1] > args.prompts:
         raise SystemExit(f"--batches must lie in 1..--prompts ({args.prompts})")
-    workdir = Path(tempfile.mkdtemp(prefix="tasc-verify-cost-"))
-    length_file = workdir / "length"
-    length_file.write_text("0")
-    os.environ[LENGTH_FILE_ENV] = str(length_file)
+    with tempfile.TemporaryDirectory(prefix="tasc-verify-cost-") as workdir:
+        length_file = Path(workdir) / "length"
+        length_file.write_text("0")
+        os.environ[LENGTH_FILE_ENV] = str(length_file)
+        return _measure(args, lengths, batches, length_file)
+
+
+def _measure(args, lengths: list[int], batches: list[int], length_file: Path) -> dict:
+    """One engine, every (repeat, batch, length) in turn; the drafter reads L from ``length_file``."""
+    from vllm import LLM, SamplingParams
+
+    from tasc_vllm.models import resolve_model
+    from tasc_vllm.runner import SPEC_DECODE, _counters, render_prompts
+    from tasc_vllm.tasks import get_task
+
     t_start = time.perf_counter()
     llm = LLM(resolve_model(None), dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True,
               max_model_len=2048, max_num_seqs=max(batches), seed=0,

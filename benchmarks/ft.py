@@ -44,7 +44,7 @@ SPEED_METHODS = ("none", "tasc", "oracle")
 
 def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     from tasc_vllm.paths import cache_dir
-    from tasc_vllm.tasks import export_jsonl
+    from tasc_vllm.eval.tasks import export_jsonl
 
     folder = cache_dir("ft", task_name)
     train, test = folder / "train.jsonl", folder / "test.jsonl"
@@ -125,10 +125,10 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from tasc_vllm.config import load_config
-    from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.oracle import write_oracle_file
-    from tasc_vllm.runner import render_prompts, run_in_subprocess
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.oracle import write_oracle_file
+    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.eval.tasks import get_task
 
     task = get_task(args.task)
     if bool(args.enriched) != bool(args.baseline):

@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasc_vllm.models import materialize
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.models import materialize
+    from tasc_vllm.eval.tasks import get_task
     from tools.finetune import _collate, answer_loss, encode_samples, train
     from tools.ft_data import FtExample
     from tools.vocab_extend import add_checked_tokens, encode_lengths, grow_embeddings

@@ -83,7 +83,7 @@ def score_positions(proposer, prompts, outputs, pieces) -> tuple[dict, list[list
     right at each of those positions.  ``proposer`` must draft one token whenever it has a
     candidate (``k=1``, no threshold, no step cost); ``pieces[t]``: token ``t``'s text without
     whitespace."""
-    from tasc_vllm.lookups import longest_corpus_entry, request_guess
+    from tasc_vllm.kernels.lookups import longest_corpus_entry, request_guess
 
     cfg, table = proposer.cfg, proposer.table
     no_draft = np.zeros(1, np.int32)
@@ -155,8 +155,8 @@ def measure_index(tokenizer, cfg, prompts, outputs, k: int, overhead: float,
     and mean sizes (:func:`benchmarks.followers.wide_hits`), and the stop rules' and ceilings'
     counts (:func:`stop_ceilings`) for :func:`engine_terms`.  ``pieces``: the tokenizer's
     :func:`token_pieces`, when the caller measures several indexes with it."""
-    from tasc_vllm.index_file import read_index
-    from tasc_vllm.ngram_cache import load_tokenized, whitespace_tokens
+    from tasc_vllm.index.index_file import read_index
+    from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
 
     def proposer(settings, k=k):
         return standalone_proposer(tokenizer, replace(cfg, **settings), k)
@@ -258,10 +258,10 @@ def main(argv=None) -> int:
 
     from benchmarks.report import write_report
     from tasc_vllm.config import load_config
-    from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.models import materialize
     from tasc_vllm.paths import write_atomic
-    from tasc_vllm.tasks import TASKS, get_task
+    from tasc_vllm.eval.tasks import TASKS, get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")

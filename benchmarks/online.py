@@ -88,7 +88,7 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
 
     from benchmarks.run import tasc_variant
     from benchmarks.server import counter_delta, spec_counters, vllm_server
-    from tasc_vllm.runner import speculative_config
+    from tasc_vllm.eval.runner import speculative_config
 
     base_method, extra_env = tasc_variant(ALIASES.get(method, method))
     spec = speculative_config(base_method, args.k)
@@ -112,8 +112,8 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
 
 def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, bar) -> dict:
     from tasc_vllm.config import load_config
-    from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.tasks import get_task
 
     task = get_task(task_name)
     cfg = load_config()
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
 
     from benchmarks.report import write_report
     from benchmarks.run import RESULTS, machine
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -26,8 +26,8 @@ from benchmarks.run import RESULTS
 
 
 def greedy_outputs(task_name: str, prompts: int, model: str, tokenizer, dtype: str) -> dict:
-    from tasc_vllm.runner import render_prompts, run_in_subprocess
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.eval.tasks import get_task
 
     path = RESULTS / f"replay-greedy-{task_name}.json"
     task = get_task(task_name)
@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from tasc_vllm.config import load_config
-    from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.models import materialize
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.models import materialize
+    from tasc_vllm.eval.tasks import get_task
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="usaddress")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
     from tasc_vllm.paths import write_atomic
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.tasks import get_task
 
     try:
         data = json.loads(path.read_text())

@@ -92,7 +92,7 @@ def unknown_methods(methods, known, aliases=None) -> list[str]:
 
 def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dict]:
     """One engine for ``method`` over ``common["batch_sizes"]``: one result per batch size."""
-    from tasc_vllm.runner import run_in_subprocess
+    from tasc_vllm.eval.runner import run_in_subprocess
 
     spec = dict(common)
     base, variant_env = tasc_variant(method)
@@ -138,9 +138,9 @@ def own_output_index(task, model: str, tokenizer, dtype: str, prompts: int, path
     """An index of the model's own greedy outputs on the first ``prompts`` train prompts, as a
     deployed server would log them, written to ``path`` and tokenized for ``tokenizer``."""
     from tasc_vllm.config import load_config
-    from tasc_vllm.index_file import read_index, write_index
-    from tasc_vllm.ngram_cache import load_tokenized
-    from tasc_vllm.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.index.index_file import read_index, write_index
+    from tasc_vllm.index.ngram_cache import load_tokenized
+    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
 
     train = task.load("train")[:prompts]
     own = run_in_subprocess({
@@ -157,10 +157,10 @@ def own_output_index(task, model: str, tokenizer, dtype: str, prompts: int, path
 
 def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
     from tasc_vllm.config import load_config
-    from tasc_vllm.demo import prepare_task_index
-    from tasc_vllm.oracle import write_oracle_file
-    from tasc_vllm.runner import render_prompts
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.oracle import write_oracle_file
+    from tasc_vllm.eval.runner import render_prompts
+    from tasc_vllm.eval.tasks import get_task
 
     task = get_task(task_name)
     cfg = load_config()
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     model = str(materialize())
     tokenizer = AutoTokenizer.from_pretrained(model)

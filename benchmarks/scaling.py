@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def base_texts() -> list[str]:
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.tasks import get_task
 
     return [e.reference for name in ("usaddress", "bfcl", "humaneval") for e in get_task(name).load("train")]
 
@@ -52,8 +52,8 @@ def grow(texts: list[str], target_tokens: int, tokens_per_char: float, seed: int
 
 
 def contexts(tokenizer, n: int = 64, max_model_len: int = 2048):
-    from tasc_vllm.runner import render_prompts
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.runner import render_prompts
+    from tasc_vllm.eval.tasks import get_task
 
     task = get_task("usaddress")
     test = task.load("test")[:n]
@@ -85,8 +85,8 @@ def step_cost(prop, rows, lengths, reps: int = 30, blocks: int = 7) -> tuple[flo
 def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path) -> dict:
     from benchmarks.replay import standalone_proposer
     from tasc_vllm.config import TascConfig
-    from tasc_vllm.index_file import read_index, write_index
-    from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.index.index_file import read_index, write_index
+    from tasc_vllm.index.ngram_cache import load_tokenized
 
     index_path = workdir / f"corpus-{size}.tasc"
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
     from transformers import AutoTokenizer
 
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     tokenizer = AutoTokenizer.from_pretrained(materialize())
     texts = base_texts()

@@ -27,9 +27,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.server import vllm_server
-from tasc_vllm.index_file import write_index
-from tasc_vllm.runner import render_prompts, run_in_subprocess
-from tasc_vllm.tasks import get_task
+from tasc_vllm.index.index_file import write_index
+from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+from tasc_vllm.eval.tasks import get_task
 
 TASKS = ("usaddress", "bfcl", "humaneval")
 SPEC = {"method": "custom_class", "model": "tasc_vllm.TascProposer", "num_speculative_tokens": 8}
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from benchmarks.run import RESULTS, machine
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=500)

@@ -128,9 +128,9 @@ def _measure(args, lengths: list[int], batches: list[int], length_file: Path) ->
     """One engine, every (repeat, batch, length) in turn; the drafter reads L from ``length_file``."""
     from vllm import LLM, SamplingParams
 
-    from tasc_vllm.models import resolve_model
-    from tasc_vllm.runner import SPEC_DECODE, _counters, render_prompts
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.models import resolve_model
+    from tasc_vllm.eval.runner import SPEC_DECODE, _counters, render_prompts
+    from tasc_vllm.eval.tasks import get_task
 
     t_start = time.perf_counter()
     llm = LLM(resolve_model(None), dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True,

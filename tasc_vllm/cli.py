@@ -10,14 +10,14 @@ from tasc_vllm.errors import TascError
 
 
 def _cmd_model(args) -> None:
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     print(materialize(args.name, progress=not args.quiet))
 
 
 def _cmd_build_index(args) -> None:
-    from tasc_vllm.corpus import read_corpus
-    from tasc_vllm.index_file import read_index, write_index
+    from tasc_vllm.index.corpus import read_corpus
+    from tasc_vllm.index.index_file import read_index, write_index
 
     t0 = time.perf_counter()
     texts = read_corpus(args.corpus, field=args.field)
@@ -31,8 +31,8 @@ def _cmd_build_index(args) -> None:
         from transformers import AutoTokenizer
 
         from tasc_vllm.config import load_config
-        from tasc_vllm.models import resolve_model
-        from tasc_vllm.ngram_cache import load_tokenized
+        from tasc_vllm.eval.models import resolve_model
+        from tasc_vllm.index.ngram_cache import load_tokenized
 
         cfg = load_config()
         t1 = time.perf_counter()
@@ -46,7 +46,7 @@ def _cmd_build_index(args) -> None:
 
 
 def _cmd_task_export(args) -> None:
-    from tasc_vllm.tasks import export_jsonl, get_task
+    from tasc_vllm.eval.tasks import export_jsonl, get_task
 
     task = get_task(args.name)
     n = export_jsonl(task, args.split, args.output)
@@ -54,7 +54,7 @@ def _cmd_task_export(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from tasc_vllm.demo import run_demo
+    from tasc_vllm.eval.demo import run_demo
 
     run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task)
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("model", help="print the local path of an embedded model, materialising it on first use")
-    from tasc_vllm.models import DEFAULT_MODEL
+    from tasc_vllm.eval.models import DEFAULT_MODEL
 
     m.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

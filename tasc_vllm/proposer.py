@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tasc_vllm.calibration import LastDrafts, new_calibration, observe_batch
+from tasc_vllm.kernels.calibration import LastDrafts, new_calibration, observe_batch
 from tasc_vllm.config import TascConfig, load_config
-from tasc_vllm.drafting import draft_batch
+from tasc_vllm.kernels.drafting import draft_batch
 from tasc_vllm.errors import TascError
-from tasc_vllm.index_file import read_index
-from tasc_vllm.ngram_cache import load_tokenized, whitespace_tokens
-from tasc_vllm.learned_state import SaveRequests, load_learned, save_learned
-from tasc_vllm.online_learning import learn_batch, with_room
+from tasc_vllm.index.index_file import read_index
+from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
+from tasc_vllm.index.learned_state import SaveRequests, load_learned, save_learned
+from tasc_vllm.kernels.online_learning import learn_batch, with_room
 
 logger = logging.getLogger("tasc_vllm")
 

@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.fixture(scope="session")
 def default_model_dir():
-    from tasc_vllm.models import materialize
+    from tasc_vllm.eval.models import materialize
 
     return materialize(progress=False)
 

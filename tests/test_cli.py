@@ -3,7 +3,7 @@
 import json
 
 from tasc_vllm.cli import main
-from tasc_vllm.index_file import read_index
+from tasc_vllm.index.index_file import read_index
 
 
 def test_build_index_from_jsonl_and_txt(tmp_path, capsys):

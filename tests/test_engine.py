@@ -4,9 +4,9 @@
 import pytest
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.index_file import write_index
-from tasc_vllm.runner import render_prompts, run_in_subprocess
-from tasc_vllm.tasks import get_task
+from tasc_vllm.index.index_file import write_index
+from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+from tasc_vllm.eval.tasks import get_task
 
 pytestmark = pytest.mark.engine
 PER_TASK = 6

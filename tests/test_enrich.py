@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tasc_vllm.cli import main as cli_main
-from tasc_vllm.tasks import get_task
+from tasc_vllm.eval.tasks import get_task
 from tools import finetune
 from tools.enrich import main
 
@@ -161,7 +161,7 @@ def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp
     from transformers import AutoTokenizer
 
     from benchmarks.serve_load import serve
-    from tasc_vllm.index_file import write_index
+    from tasc_vllm.index.index_file import write_index
 
     tok = AutoTokenizer.from_pretrained(enriched)
     summary = json.loads((enriched / "tasc_ft.json").read_text())

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.headroom import SHARES, check_settings, score_positions, text_match_guess, token_pieces
 from tasc_vllm.config import TascConfig
-from tasc_vllm.index_file import write_index
+from tasc_vllm.index.index_file import write_index
 from tasc_vllm.proposer import TascProposer
 
 ANSWERS = ['{"name": "area", "arguments": {"base": %d, "height": %d}}' % (b, h)

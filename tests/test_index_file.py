@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from tasc_vllm.corpus import read_corpus
+from tasc_vllm.index.corpus import read_corpus
 from tasc_vllm.errors import TascError
-from tasc_vllm.index_file import VERSION, read_index, write_index
+from tasc_vllm.index.index_file import VERSION, read_index, write_index
 
 
 def test_round_trip_keeps_every_text(tmp_path):

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from tasc_vllm import models
+from tasc_vllm.eval import models
 from tasc_vllm.errors import TascError
-from tasc_vllm.models import DEFAULT_MODEL, KNOWN_MODELS, MARKER, materialize, resolve_model
+from tasc_vllm.eval.models import DEFAULT_MODEL, KNOWN_MODELS, MARKER, materialize, resolve_model
 
 NAME = DEFAULT_MODEL
 
@@ -45,7 +45,7 @@ def _leftovers(cache):
 
 
 def test_import_does_not_load_torch_or_transformers():
-    code = "import sys, tasc_vllm.models; print(any(m in sys.modules for m in ('torch', 'transformers')))"
+    code = "import sys, tasc_vllm.eval.models; print(any(m in sys.modules for m in ('torch', 'transformers')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

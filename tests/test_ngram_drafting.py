@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasc_vllm.calibration import LastDrafts, context_bucket, corpus_bucket, draft_bucket, new_calibration, observe_batch
-from tasc_vllm.drafting import draft_batch
-from tasc_vllm.ngram_table import TOP_K, build_table, context_key, lookup
+from tasc_vllm.kernels.calibration import LastDrafts, context_bucket, corpus_bucket, draft_bucket, new_calibration, observe_batch
+from tasc_vllm.kernels.drafting import draft_batch
+from tasc_vllm.kernels.ngram_table import TOP_K, build_table, context_key, lookup
 
 DEFAULTS = dict(max_order=6, ctx_min=1, ctx_max=8, wc=1.0, wx=1.0, alpha=1.0, gamma=2.0, threshold=0.05)
 NO_SPACE = np.zeros(0, np.uint8)  # no whitespace flags: the request is matched token for token only
@@ -122,7 +122,7 @@ SPACE[[7, 8]] = 1
 
 
 def test_context_match_skips_whitespace_on_both_sides():
-    from tasc_vllm.lookups import find_context_match
+    from tasc_vllm.kernels.lookups import find_context_match
 
     prompt = [50, 30, 31, 8, 32, 33, 51]  # "30 31 32 33" held on one line
     answer = [30, 7, 31, 7, 7, 32]  # the answer lays it out over lines
@@ -151,7 +151,7 @@ def test_spaced_match_drafts_through_the_answers_own_layout():
 
 
 def test_calibration_scores_a_spaced_guess_in_its_own_bucket():
-    from tasc_vllm.calibration import spaced_bucket
+    from tasc_vllm.kernels.calibration import spaced_bucket
 
     table = build_table(corpus_array([[1, 2]]), max_order=2)
     cal = new_calibration()
@@ -195,7 +195,7 @@ def test_batch_rows_are_independent():
 def _learn(table, used, rows_tokens, new_tokens, max_order):
     """Feed ``rows_tokens`` (one context per row) to learn_batch, the last ``new_tokens[i]``
     tokens of row i being new; returns how many pairs were counted."""
-    from tasc_vllm.online_learning import learn_batch
+    from tasc_vllm.kernels.online_learning import learn_batch
 
     width = max(len(t) for t in rows_tokens) + 3
     token_ids = np.full((len(rows_tokens), width), 0, dtype=np.int32)
@@ -214,7 +214,7 @@ small_texts = st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=20), min
 def test_learning_served_tokens_equals_counting_them_with_the_corpus(corpus, served, split):
     """With at most TOP_K distinct followers (4 token ids), learning a request's tokens step by
     step gives the table that counting corpus + served outputs from scratch gives."""
-    from tasc_vllm.online_learning import with_room
+    from tasc_vllm.kernels.online_learning import with_room
 
     table, used = with_room(build_table(corpus_array(corpus), max_order=4), extra_entries=10_000)
     for seq in served:
@@ -234,7 +234,7 @@ def test_learning_served_tokens_equals_counting_them_with_the_corpus(corpus, ser
 
 
 def test_learning_stays_within_its_room_and_keeps_counting_known_contexts():
-    from tasc_vllm.online_learning import with_room
+    from tasc_vllm.kernels.online_learning import with_room
 
     base = build_table(corpus_array([[1, 2, 3]]), max_order=3)
     table, used = with_room(base, extra_entries=2)
@@ -249,7 +249,7 @@ def test_learning_stays_within_its_room_and_keeps_counting_known_contexts():
 
 
 def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
-    from tasc_vllm.online_learning import with_room
+    from tasc_vllm.kernels.online_learning import with_room
 
     table, used = with_room(build_table(corpus_array([[9, 1], [9, 2], [9, 3], [9, 4], [9, 4]]), max_order=1), 10)
     e = table_entry(table, [9])

@@ -7,8 +7,8 @@ import pytest
 
 from tasc_vllm.config import TascConfig, load_config
 from tasc_vllm.errors import TascError
-from tasc_vllm.index_file import read_index, write_index
-from tasc_vllm.ngram_cache import load_tokenized, output_frame, tokenizer_fingerprint
+from tasc_vllm.index.index_file import read_index, write_index
+from tasc_vllm.index.ngram_cache import load_tokenized, output_frame, tokenizer_fingerprint
 from tasc_vllm.proposer import FAULT_ENV, TascProposer
 
 OUTPUTS = [
@@ -165,7 +165,7 @@ def test_an_answer_that_lays_out_its_prompt_over_lines_still_copies_it(index_pat
 
 
 def test_whitespace_flags_from_any_tokenizer_and_none_from_one_that_cannot_decode(caplog):
-    from tasc_vllm.ngram_cache import whitespace_tokens
+    from tasc_vllm.index.ngram_cache import whitespace_tokens
 
     class DecodeOnly:  # vLLM's TokenizerLike promises decode, not batch_decode
         pieces = ["a", " ", "\n  ", "{", ""]
@@ -231,7 +231,7 @@ def test_threshold_rises_with_the_batch_under_a_step_overhead(index_path, tokeni
 
 
 def test_oracle_follows_whichever_known_continuation_the_output_agrees_with(tmp_path, monkeypatch):
-    from tasc_vllm.oracle import OracleProposer, write_oracle_file
+    from tasc_vllm.eval.oracle import OracleProposer, write_oracle_file
 
     prompt = [5, 6, 7]
     pairs = [[prompt, [1, 2, 3, 4, 5]], [prompt, [1, 2, 9, 9, 9]], [[8, 8], [4, 4]]]
@@ -357,7 +357,7 @@ def test_draft_calibration_scores_each_draft_by_what_the_next_step_kept(index_pa
     """Drive the proposer as vLLM does (draft, verify greedily against a known answer, gain the
     accepted tokens plus one): with calibrate=2 every draft is scored once, hits never exceed
     trials, and a row taken over by another request is not scored."""
-    from tasc_vllm.calibration import DRAFT_BASE
+    from tasc_vllm.kernels.calibration import DRAFT_BASE
 
     text = OUTPUTS[0]
     frame_prefix, _ = output_frame(tokenizer)

@@ -107,7 +107,7 @@ def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
     import pytest
 
     from benchmarks.rescore import rescore
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.tasks import get_task
 
     test = get_task("usaddress").load("test")[:2]
     runs = [{"method": "none", "batch_size": 1, "task_score": 0.0, "texts": [test[0].reference, "not json"]}]
@@ -137,10 +137,10 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     import transformers
 
     import benchmarks.report
-    import tasc_vllm.models
+    import tasc_vllm.eval.models
 
     monkeypatch.setattr(run, "RESULTS", tmp_path)
-    monkeypatch.setattr(tasc_vllm.models, "materialize", lambda: tmp_path / "model")
+    monkeypatch.setattr(tasc_vllm.eval.models, "materialize", lambda: tmp_path / "model")
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", staticmethod(lambda path: object()))
     monkeypatch.setattr(benchmarks.report, "write_report", lambda: tmp_path / "RESULTS.md")
     measured = []

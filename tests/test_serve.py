@@ -66,7 +66,7 @@ def test_vllm_bench_serve_drives_the_server_and_counts_drafts(server, tokenizer)
     task prompts against the TASC server, and the spec-decode counters read from /metrics."""
     from benchmarks.online import bench_serve, summarize, write_dataset
     from benchmarks.server import counter_delta, spec_counters
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.tasks import get_task
 
     task = get_task("usaddress")
     examples = task.load("test")[:4]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.tasks import DEFAULT_TASK, TASKS, export_jsonl, get_task, split_of
-from tasc_vllm.tasks import usaddress as usaddress_mod
-from tasc_vllm.tasks.bfcl import BfclTask
-from tasc_vllm.tasks.humaneval import HumanEvalTask, build_program, run_program
+from tasc_vllm.eval.tasks import DEFAULT_TASK, TASKS, export_jsonl, get_task, split_of
+from tasc_vllm.eval.tasks import usaddress as usaddress_mod
+from tasc_vllm.eval.tasks.bfcl import BfclTask
+from tasc_vllm.eval.tasks.humaneval import HumanEvalTask, build_program, run_program
 
 # (total, train, test, first three test ids) per task; the split is a sha256 of a fixed
 # key, so these are the same on every machine.

@@ -382,7 +382,7 @@ def _verify(folder: Path) -> None:
 def enrich(args) -> Path:
     from transformers import AutoTokenizer
 
-    from tasc_vllm.models import resolve_model
+    from tasc_vllm.eval.models import resolve_model
     from tools.ft_data import file_sha256, read_examples
     from tools.vocab_extend import encode_lengths
 

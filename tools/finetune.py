@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.ngram_cache import output_frame
+from tasc_vllm.index.ngram_cache import output_frame
 
 
 @dataclass(frozen=True)

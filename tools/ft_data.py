@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasc_vllm.corpus import parse_json_line, read_lines
+from tasc_vllm.index.corpus import parse_json_line, read_lines
 from tasc_vllm.errors import TascError
 
 

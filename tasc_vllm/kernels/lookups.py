@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from tasc_vllm.ngram_table import _SEED, finalize, lookup, mix
+from tasc_vllm.kernels.ngram_table import _SEED, finalize, lookup, mix
 
 
 @njit(cache=True, inline="always")

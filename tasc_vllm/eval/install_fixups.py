@@ -6,7 +6,7 @@
 - ``vllm serve`` asks ``importlib.metadata`` for a distribution named ``vllm`` and detects the
   CPU platform from a ``cpu`` in its version: a minimal ``vllm-<ver>+cpu.dist-info`` is added.
 
-Run as ``python -m tasc_vllm.install_fixups``; safe to run again; does nothing on a GPU
+Run as ``python -m tasc_vllm.eval.install_fixups``; safe to run again; does nothing on a GPU
 install (where the ``vllm`` distribution exists).
 """
 

@@ -3,7 +3,7 @@
 Each run gets its own process so engines never share memory or compiled state, and the
 caller can compare methods side by side in one invocation. Input and output are JSON:
 
-    python -m tasc_vllm.runner SPEC.json RESULT.json
+    python -m tasc_vllm.eval.runner SPEC.json RESULT.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def speculative_config(method: str, k: int) -> dict | None:
     if method == "tasc":
         return {"method": "custom_class", "model": "tasc_vllm.TascProposer", "num_speculative_tokens": k}
     if method == "oracle":
-        return {"method": "custom_class", "model": "tasc_vllm.oracle.OracleProposer", "num_speculative_tokens": k}
+        return {"method": "custom_class", "model": "tasc_vllm.eval.oracle.OracleProposer", "num_speculative_tokens": k}
     raise TascError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
@@ -278,7 +278,7 @@ def run_in_subprocess(spec: dict, log_path: str | Path | None = None, timeout: f
         show_progress = bool(log) and bool(spec.get("progress", True))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tasc_vllm.runner", str(spec_path), str(result_path)],
+                [sys.executable, "-m", "tasc_vllm.eval.runner", str(spec_path), str(result_path)],
                 env=env,
                 stdout=log or None,
                 stderr=subprocess.PIPE if log else None,

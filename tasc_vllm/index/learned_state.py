@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasc_vllm.ngram_table import NgramTable
+from tasc_vllm.kernels.ngram_table import NgramTable
 from tasc_vllm.paths import atomic_file
 
 logger = logging.getLogger("tasc_vllm")

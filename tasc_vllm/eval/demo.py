@@ -15,8 +15,8 @@ def _step(msg: str) -> None:
 
 def prepare_task_index(task, tokenizer, out_dir: Path, max_order: int, min_count: int = 1) -> Path:
     """Index of the task's train-split reference outputs, tokenized for ``tokenizer``."""
-    from tasc_vllm.index_file import read_index, write_index
-    from tasc_vllm.ngram_cache import load_tokenized
+    from tasc_vllm.index.index_file import read_index, write_index
+    from tasc_vllm.index.ngram_cache import load_tokenized
 
     path = out_dir / f"{task.name}-train.tasc"
     texts = [e.reference for e in task.load("train")]
@@ -59,9 +59,9 @@ def run_demo(num_prompts: int = 32, k: int = 8, batch_size: int = 1, task_name: 
     from transformers import AutoTokenizer
 
     from tasc_vllm.config import load_config
-    from tasc_vllm.models import materialize
-    from tasc_vllm.runner import render_prompts, run_in_subprocess
-    from tasc_vllm.tasks import get_task
+    from tasc_vllm.eval.models import materialize
+    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.eval.tasks import get_task
 
     t_start = time.perf_counter()
     work = cache_dir("demo")

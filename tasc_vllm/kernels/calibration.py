@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasc_vllm.lookups import longest_corpus_entry, request_guess
+from tasc_vllm.kernels.lookups import longest_corpus_entry, request_guess
 
 PRIOR_TRIALS = 4.0
 PROB_BINS = 10

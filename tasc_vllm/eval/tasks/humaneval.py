@@ -31,8 +31,8 @@ import tempfile
 import textwrap
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.packaged import package_file
-from tasc_vllm.tasks.base import Example, Task
+from tasc_vllm.eval.packaged import package_file
+from tasc_vllm.eval.tasks.base import Example, Task
 
 EXPECTED_COUNT = 164
 TIMEOUT_S = 10.0

@@ -10,7 +10,7 @@ For each draft position both sources propose:
   ``m / (m + gamma)`` for a match of ``m`` tokens; matched token for token and with
   whitespace-only tokens skipped, the longer match giving the guess.
 
-Both probabilities go through the online calibration (:mod:`tasc_vllm.calibration`): once
+Both probabilities go through the online calibration (:mod:`tasc_vllm.kernels.calibration`): once
 the proposer has seen how often each kind of guess is right on this task, it uses that rate.
 
 Each candidate scores ``1 - (1 - wc * pc) * (1 - wx * px)`` (either source may vouch for
@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasc_vllm.calibration import calibrated, context_bucket, corpus_bucket, draft_bucket, spaced_bucket
-from tasc_vllm.lookups import find_context_match, is_space, longest_corpus_entry, next_non_space, takes_spaced
-from tasc_vllm.ngram_table import TOP_K
+from tasc_vllm.kernels.calibration import calibrated, context_bucket, corpus_bucket, draft_bucket, spaced_bucket
+from tasc_vllm.kernels.lookups import find_context_match, is_space, longest_corpus_entry, next_non_space, takes_spaced
+from tasc_vllm.kernels.ngram_table import TOP_K
 
 
 @njit(cache=True)
@@ -59,9 +59,9 @@ def draft_one(
 ):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's running
     confidence after each token in ``out_conf``; returns how many. ``cal``: the calibration
-    score (:func:`tasc_vllm.calibration.new_calibration`).  ``space``: one flag per token id,
+    score (:func:`tasc_vllm.kernels.calibration.new_calibration`).  ``space``: one flag per token id,
     set for whitespace-only tokens; when it is not empty, the request is also matched with
-    those tokens skipped (:func:`tasc_vllm.lookups.find_context_match`), and that match's
+    those tokens skipped (:func:`tasc_vllm.kernels.lookups.find_context_match`), and that match's
     guess is the request's when it is the longer one.
 
     With ``step_cost`` > 0 (a step's cost per row, in verified tokens) a token is drafted only

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tasc_vllm import paths
 from tasc_vllm.errors import TascError
-from tasc_vllm.packaged import package_file
+from tasc_vllm.eval.packaged import package_file
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

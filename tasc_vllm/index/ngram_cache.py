@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.index_file import CorpusIndex
-from tasc_vllm.ngram_table import NgramTable, build_table
+from tasc_vllm.index.index_file import CorpusIndex
+from tasc_vllm.kernels.ngram_table import NgramTable, build_table
 from tasc_vllm.paths import atomic_file, cache_dir
 
 logger = logging.getLogger(__name__)

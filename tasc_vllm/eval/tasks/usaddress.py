@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tasc_vllm.errors import TascError
 from tasc_vllm.paths import cache_dir
-from tasc_vllm.tasks.base import Example, Task, dumps_line, parse_json_object, write_atomic
+from tasc_vllm.eval.tasks.base import Example, Task, dumps_line, parse_json_object, write_atomic
 
 USADDRESS_VERSION = "0.5.16"
 LABELED_XML_SHA256 = "dbd125fa01fbdbc4e25cce722c648ce4e224e4c9bdb9b5a14498aa8a042aee32"

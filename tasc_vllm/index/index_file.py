@@ -8,7 +8,7 @@ Layout: an uncompressed NumPy ``.npz`` archive (a zip with CRC checks, loaded wi
 - ``text_offsets``: int64 offsets, ``len(texts) + 1`` of them.
 
 The tokenized form and the n-gram tables depend on the served model's tokenizer, so they
-are derived at engine start and cached by :mod:`tasc_vllm.ngram_cache`.
+are derived at engine start and cached by :mod:`tasc_vllm.index.ngram_cache`.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.tasks.base import SPLITS, Example, Task, check_split, split_of, write_atomic
-from tasc_vllm.tasks.bfcl import BfclTask
-from tasc_vllm.tasks.humaneval import HumanEvalTask
-from tasc_vllm.tasks.usaddress import UsAddressTask
+from tasc_vllm.eval.tasks.base import SPLITS, Example, Task, check_split, split_of, write_atomic
+from tasc_vllm.eval.tasks.bfcl import BfclTask
+from tasc_vllm.eval.tasks.humaneval import HumanEvalTask
+from tasc_vllm.eval.tasks.usaddress import UsAddressTask
 
 DEFAULT_TASK = "usaddress"
 

@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 
 from tasc_vllm.errors import TascError
-from tasc_vllm.packaged import package_file
-from tasc_vllm.tasks.base import Example, Task, dumps_line, parse_json_object
+from tasc_vllm.eval.packaged import package_file
+from tasc_vllm.eval.tasks.base import Example, Task, dumps_line, parse_json_object
 
 CATEGORIES = ("simple_python", "multiple")
 EXPECTED_COUNTS = {"simple_python": 400, "multiple": 200}

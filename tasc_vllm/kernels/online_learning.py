@@ -2,7 +2,7 @@
 
 The proposer sees, every step, each running request's context and the tokens it gained in
 that step (``sampled_token_ids``).  Each new token is counted as the follower of the 1 to
-``max_order`` tokens before it, exactly as :func:`tasc_vllm.ngram_table.build_table` counts
+``max_order`` tokens before it, exactly as :func:`tasc_vllm.kernels.ngram_table.build_table` counts
 the corpus, so answers the server has produced are drafted from as if they had been in the
 index.  Nothing leaves the process and nothing is coordinated between engines: each engine
 (data parallel, several replicas) starts from the same index file and learns on its own.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasc_vllm.ngram_table import TOP_K, _SEED, NgramTable, _build_slots, _home_slot, finalize, lookup, mix
+from tasc_vllm.kernels.ngram_table import TOP_K, _SEED, NgramTable, _build_slots, _home_slot, finalize, lookup, mix
 
 
 def with_room(table: NgramTable, extra_entries: int) -> tuple[NgramTable, np.ndarray]:

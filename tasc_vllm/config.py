@@ -1,38 +1,56 @@
-"""TASC-spec settings: defaults, overridden by a JSON file named in ``TASC_CONFIG``, overridden
-by environment variables. vLLM's speculative config has no field for extra options, so this
-is how users tune the proposer."""
+"""TASC-spec settings, read in one place.
+
+They reach the proposer through vLLM's own channel for a plugin's options, the top-level
+``additional_config`` dict, under the key ``"tasc"``::
+
+    vllm serve MODEL --speculative-config '{"method": "custom_class",
+        "model": "tasc_vllm.TascProposer", "num_speculative_tokens": 8}' \\
+        --additional-config '{"tasc": {"index": "usaddress.tasc"}}'
+    LLM(MODEL, speculative_config={...}, additional_config={"tasc": {"index": "usaddress.tasc"}})
+
+An environment variable ``TASC_<NAME>`` (``TASC_INDEX``, ``TASC_THRESHOLD``, ...) overrides
+the setting of that name, for scripts; the one-line summary the proposer logs at engine
+start says where each setting that is not a default came from.  An unknown name, a value of
+the wrong type or out of range, and an ``additional_config`` or ``"tasc"`` entry that is not
+an object are errors that name the setting.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from tasc_vllm.errors import TascError
+
+SECTION = "tasc"  # the key of additional_config that holds these settings
+ENV_PREFIX = "TASC_"
+# TASC_* variables that are not proposer settings: the cache folder and the benchmarks' oracle
+OTHER_ENV = frozenset({"TASC_VLLM_CACHE", "TASC_ORACLE_FILE"})
 
 
 @dataclass(frozen=True)
 class TascConfig:
-    index: str = ""  # TASC_INDEX: path of the .tasc index (required)
-    max_draft: int = 0  # TASC_MAX_DRAFT: cap below num_speculative_tokens (0: no extra cap)
-    max_order: int = 8  # TASC_MAX_ORDER: longest corpus context, in tokens
-    context_min_order: int = 1  # TASC_CONTEXT_MIN_ORDER: shortest in-request match used
-    context_max_order: int = 8  # TASC_CONTEXT_MAX_ORDER: longest in-request match tried
-    spaced_match: int = 1  # TASC_SPACED_MATCH: also match the request with whitespace-only tokens skipped (0: off)
-    corpus_weight: float = 1.0  # TASC_CORPUS_WEIGHT: trust in the corpus source (0..1)
-    context_weight: float = 1.0  # TASC_CONTEXT_WEIGHT: trust in the context source (0..1)
-    alpha: float = 1.0  # TASC_ALPHA: corpus smoothing, p = count / (total + alpha)
-    gamma: float = 2.0  # TASC_GAMMA: context confidence, p = m / (m + gamma)
-    threshold: float = 0.1  # TASC_THRESHOLD: stop drafting when the draft's confidence < this
-    step_overhead: float = 6.0  # TASC_STEP_OVERHEAD: a step's fixed cost in verified tokens (0: off)
-    free_draft: float = 0.0  # TASC_FREE_DRAFT: drafted tokens a batch-1 step verifies at no extra cost
-    stop_rule: str = "yield"  # TASC_STOP_RULE: "yield" (a token must raise the draft's yield per cost) or "first" (every token must pass the first's bar)
-    calibrate: int = 1  # TASC_CALIBRATE: learn while serving how often each source is right (1), and drafts too (2); 0: off
-    min_count: int = 1  # TASC_MIN_COUNT: drop corpus contexts seen fewer times
-    stats_path: str = ""  # TASC_STATS_PATH: write proposer timing/draft counters here (JSON)
-    learn_entries: int = 1_000_000  # TASC_LEARN_ENTRIES: room for contexts learned while serving (0: off)
-    learned_path: str = ""  # TASC_LEARNED_PATH: resume learning from / save it to this .npz (touch PATH.save)
+    index: str = ""  # the .tasc index (required)
+    max_draft: int = 0  # cap below num_speculative_tokens (0: no extra cap)
+    max_order: int = 8  # longest corpus context, in tokens
+    context_min_order: int = 1  # shortest in-request match used
+    context_max_order: int = 8  # longest in-request match tried
+    spaced_match: int = 1  # also match the request with whitespace-only tokens skipped (0: off)
+    corpus_weight: float = 1.0  # trust in the corpus source (0..1)
+    context_weight: float = 1.0  # trust in the context source (0..1)
+    alpha: float = 1.0  # corpus smoothing, p = count / (total + alpha)
+    gamma: float = 2.0  # context confidence, p = m / (m + gamma)
+    threshold: float = 0.1  # stop drafting when the draft's confidence < this
+    step_overhead: float = 6.0  # a step's fixed cost in verified tokens (0: off)
+    free_draft: float = 0.0  # drafted tokens a batch-1 step verifies at no extra cost
+    stop_rule: str = "yield"  # "yield" (a token must raise the draft's yield per cost) or "first" (every token must pass the first's bar)
+    calibrate: int = 1  # learn while serving how often each source is right (1), and drafts too (2); 0: off
+    min_count: int = 1  # drop corpus contexts seen fewer times
+    stats_path: str = ""  # write proposer timing/draft counters here (JSON)
+    learn_entries: int = 1_000_000  # room for contexts learned while serving (0: off)
+    learned_path: str = ""  # resume learning from / save it to this .npz (touch PATH.save)
 
     def __post_init__(self):
         checks = [
@@ -100,45 +118,108 @@ class TascConfig:
         return asdict(self)
 
 
-def env_name(field_name: str) -> str:
-    return "TASC_" + field_name.upper()
+SETTINGS = tuple(f.name for f in fields(TascConfig))
+_TYPES = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(TascConfig)}
 
 
-def _coerce(name: str, raw, typ, origin: str):
+def env_name(name: str) -> str:
+    """The environment variable that overrides setting ``name``: ``TASC_`` + its name in capitals."""
+    return ENV_PREFIX + name.upper()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The settings in effect and where each one that is not a default came from."""
+
+    config: TascConfig
+    origins: dict = field(default_factory=dict)  # name -> "additional_config" or "TASC_NAME"
+    overridden: dict = field(default_factory=dict)  # name -> the additional_config value the environment replaced
+
+    def summary(self) -> str:
+        """One line: every setting in effect, then the sources of those that are not defaults."""
+        values = " ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
+        given = [name for name, where in self.origins.items() if where == "additional_config"]
+        envs = [f"{env_name(name)}" + (f" (over additional_config's {self.overridden[name]!r})"
+                                       if name in self.overridden else "")
+                for name, where in self.origins.items() if where != "additional_config"]
+        parts = [f"from additional_config: {', '.join(given)}"] if given else []
+        parts += [f"from the environment: {', '.join(envs)}"] if envs else []
+        return f"TASC-spec settings: {values}" + (f" ({'; '.join(parts)})" if parts else " (all defaults)")
+
+
+def _unknown(name: str, where: str) -> TascError:
+    return TascError(f"{where}: unknown TASC-spec setting {name!r}; known settings: {', '.join(SETTINGS)}")
+
+
+def _from_json(name: str, value, where: str):
+    """A value given in additional_config, checked against the setting's type."""
+    typ = _TYPES[name]
+    ok = (
+        (typ is str and isinstance(value, str))
+        or (typ is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (typ is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer())
+    )
+    if not ok:
+        raise TascError(f"{where}: setting {name!r} must be {typ.__name__}, got {value!r}")
+    return typ(value)
+
+
+def _from_env(name: str, raw: str, var: str):
+    typ = _TYPES[name]
     try:
         if typ is int:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            return int(raw)
-        if typ is float:
-            return float(raw)
-        return str(raw)
+            return int(float(raw)) if float(raw).is_integer() else int(raw)
+        return typ(raw)
     except (TypeError, ValueError):
-        raise TascError(f"{origin}: {name} must be {typ.__name__}, got {raw!r}") from None
+        raise TascError(f"{var}: setting {name!r} must be {typ.__name__}, got {raw!r}") from None
 
 
-def load_config(environ=None) -> TascConfig:
+def settings_section(additional_config) -> Mapping:
+    """The ``"tasc"`` object of vLLM's ``additional_config`` (empty when absent)."""
+    if additional_config is None:
+        return {}
+    if not isinstance(additional_config, Mapping):
+        raise TascError(f"additional_config must be a JSON object (a dict), got {type(additional_config).__name__}")
+    section = additional_config.get(SECTION, {})
+    if not isinstance(section, Mapping):
+        raise TascError(f'additional_config["{SECTION}"] must be a JSON object of TASC-spec settings, '
+                        f"got {section!r}")
+    return section
+
+
+def resolve_config(additional_config=None, environ: Mapping | None = None) -> LoadedConfig:
+    """The settings: defaults, then ``additional_config["tasc"]``, then ``TASC_*`` variables of
+    ``environ`` (default ``os.environ``), with where each came from."""
     environ = os.environ if environ is None else environ
-    types = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(TascConfig)}
     values: dict = {}
-    cfg_path = environ.get("TASC_CONFIG")
-    if cfg_path:
-        p = Path(cfg_path)
-        if not p.is_file():
-            raise TascError(f"TASC_CONFIG={cfg_path}: no such file")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TascError(f"TASC_CONFIG={cfg_path}: not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise TascError(f"TASC_CONFIG={cfg_path}: expected a JSON object")
-        unknown = set(data) - set(types)
-        if unknown:
-            raise TascError(f"TASC_CONFIG={cfg_path}: unknown setting(s) {sorted(unknown)}; known: {sorted(types)}")
-        for k, v in data.items():
-            values[k] = _coerce(k, v, types[k], f"TASC_CONFIG={cfg_path}")
-    for name, typ in types.items():
-        raw = environ.get(env_name(name))
-        if raw is not None and raw != "":
-            values[name] = _coerce(name, raw, typ, env_name(name))
-    return TascConfig(**values)
+    origins: dict = {}
+    overridden: dict = {}
+    where = f'additional_config["{SECTION}"]'
+    for name, value in settings_section(additional_config).items():
+        if name not in _TYPES:
+            raise _unknown(name, where)
+        values[name] = _from_json(name, value, f"{where}.{name}")
+        origins[name] = "additional_config"
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or var in OTHER_ENV:
+            continue
+        name = var[len(ENV_PREFIX):].lower()
+        if name not in _TYPES:
+            raise _unknown(name, f"environment variable {var}")
+        if raw == "":
+            continue
+        if name in values:
+            overridden[name] = values[name]
+        values[name] = _from_env(name, raw, var)
+        origins[name] = var
+    try:
+        config = TascConfig(**values)
+    except TascError as e:
+        culprits = [f"{k} from {origins[k]}" for k in origins if re.search(rf"\b{k}\b", str(e))]
+        raise TascError(f"{e}" + (f" ({', '.join(culprits)})" if culprits else "")) from None
+    return LoadedConfig(config, origins, overridden)
+
+
+def load_config(additional_config=None, environ: Mapping | None = None) -> TascConfig:
+    """The settings in effect (see :func:`resolve_config`)."""
+    return resolve_config(additional_config, environ).config

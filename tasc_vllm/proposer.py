@@ -1,8 +1,9 @@
 """TascProposer: the vLLM ``custom_class`` speculative proposer of TASC-spec.
 
 vLLM builds it as ``TascProposer(vllm_config)`` in the worker and calls ``propose`` after
-every step with each running request's tokens. Settings come from :mod:`tasc_vllm.config`
-(environment variables), since vLLM's speculative config has no field for extra options.
+every step with each running request's tokens. Its settings come from
+``vllm_config.additional_config["tasc"]`` and ``TASC_*`` overrides (:mod:`tasc_vllm.config`);
+the settings in effect are logged once, on one line, when the engine starts.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from tasc_vllm.kernels.calibration import LastDrafts, new_calibration, observe_batch
-from tasc_vllm.config import TascConfig, load_config
+from tasc_vllm.config import LoadedConfig, TascConfig, resolve_config
 from tasc_vllm.kernels.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import read_index
 from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
-from tasc_vllm.index.learned_state import SaveRequests, load_learned, save_learned
+from tasc_vllm.index.learned_state import (SaveRequests, data_parallel_rank, load_learned, replica_path,
+                                          save_learned)
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
+from tasc_vllm.kernels.params import draft_params
 
 logger = logging.getLogger("tasc_vllm")
-
-FAULT_ENV = "TASC_TEST_FAULT_EVERY"  # test-only: raise inside propose every N calls
 
 
 def _load_tokenizer(model_config):
@@ -56,12 +57,15 @@ class TascProposer:
         model_config = vllm_config.model_config
         self.k = int(spec.num_speculative_tokens)
         self.max_model_len = int(model_config.max_model_len)
-        self.cfg = config or load_config()
+        loaded = LoadedConfig(config) if config is not None else resolve_config(
+            getattr(vllm_config, "additional_config", None))
+        self.cfg = loaded.config
         if not self.cfg.index:
             raise TascError(
-                "TASC_INDEX is not set: point it at a .tasc index built with "
-                "`tasc-vllm build-index CORPUS.jsonl -o TASK.tasc`"
+                'no TASC-spec index is set: give additional_config {"tasc": {"index": "TASK.tasc"}} '
+                "(or TASC_INDEX), a .tasc index built with `tasc-vllm build-index CORPUS.jsonl -o TASK.tasc`"
             )
+        logger.info("%s", loaded.summary())
         if self.cfg.max_draft:
             self.k = min(self.k, self.cfg.max_draft)
         t0 = time.perf_counter()
@@ -74,15 +78,17 @@ class TascProposer:
         self._identity = corpus.identity
         self._save_requests = None
         resumed = ""
+        self.learned_path = replica_path(self.cfg.learned_path, data_parallel_rank(vllm_config))
         if self.cfg.learn_entries:
-            state = load_learned(self.cfg.learned_path, self._identity) if self.cfg.learned_path else None
+            state = load_learned(self.learned_path, self._identity) if self.learned_path else None
             if state is not None:
                 self.table, self._used = state
-                resumed = f", resumed from {self.cfg.learned_path}"
+                resumed = f", resumed from {self.learned_path}"
             else:
                 self.table, self._used = with_room(corpus.table, self.cfg.learn_entries)
-            if self.cfg.learned_path:
+            if self.learned_path:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
+                resumed += f"; saves to {self.learned_path} when {self._save_requests.trigger} is touched"
         self.vocab_size = int(model_config.get_vocab_size())
         self.space = (whitespace_tokens(tokenizer, self.vocab_size) if self.cfg.spaced_match
                       else np.zeros(0, dtype=np.uint8))
@@ -110,40 +116,30 @@ class TascProposer:
             else "online learning off",
         )
         self._error_logged = False
-        self._fault_every = int(os.environ.get(FAULT_ENV, "0") or 0)
         self._stats_written = 0.0
-
-    def _params(self, rows: int = 1):
-        c = self.cfg
-        t = self.table
-        return (
-            t.slots, t.keys, t.nexts, t.counts, t.totals, c.max_order, c.context_min_order,
-            c.context_max_order, c.corpus_weight, c.context_weight, c.alpha, c.gamma,
-            c.threshold_for(rows), c.step_cost(rows), c.free_per_row(rows), self.vocab_size, self.space, self.calibration,
-        )
 
     def _warm_up(self) -> None:
         """Compile the drafting kernel for the dtypes vLLM passes, before serving starts."""
         for dtype in (np.int32, np.int64):
             toks = np.zeros((1, 8), dtype=dtype)
             draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
-                        *self._params(), self._out[:1], self._out_len[:1], self._out_conf[:1])
+                        self.table.view, draft_params(self.cfg, 1, self.vocab_size), self.space, self.calibration,
+                        self._out[:1], self._out_len[:1], self._out_conf[:1])
             # zero new tokens: compiles, learns nothing
             self._observe(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks)
 
     def _observe(self, rows, lengths, new_tokens, token_ids) -> None:
         """Score the sources on the new tokens (calibration), then count them (learning)."""
-        c, t = self.cfg, self.table
+        c, t = self.cfg, self.table.view
         if c.calibrate >= 2:
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
         if c.calibrate:
-            observe_batch(rows, lengths, new_tokens, token_ids, t.slots, t.keys, t.nexts, t.counts, t.totals,
-                          c.max_order, c.context_min_order, c.context_max_order, c.alpha, self.space,
-                          self.calibration)
+            observe_batch(rows, lengths, new_tokens, token_ids, t, draft_params(c, len(rows), self.vocab_size),
+                          self.space, self.calibration)
         if self._used is not None:
-            self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, c.max_order, t.slots,
-                                                     t.keys, t.nexts, t.counts, t.totals, self._used))
+            self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, t, c.max_order,
+                                                     self._used))
             self.stats["learned_contexts"] = int(self._used[0]) - self._corpus_entries
 
     def load_model(self, *args, **kwargs) -> None:
@@ -170,7 +166,7 @@ class TascProposer:
         if self.cfg.stats_path:
             self._maybe_write_stats()
         if self._save_requests is not None and self._save_requests.due():
-            self.save_learned(self.cfg.learned_path)
+            self.save_learned(self.learned_path)
         return drafts
 
     def save_learned(self, path: str) -> None:
@@ -183,8 +179,6 @@ class TascProposer:
             logger.warning("TASC: cannot save what was learned to %s (%s)", path, e)
 
     def _propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu):
-        if self._fault_every and (self.stats["calls"] + 1) % self._fault_every == 0:
-            raise RuntimeError(f"injected test fault ({FAULT_ENV}={self._fault_every})")
         n = len(sampled_token_ids)
         lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
         if self.cfg.calibrate or self._used is not None:
@@ -205,8 +199,9 @@ class TascProposer:
             self._out_conf = np.zeros((m, self._out.shape[1]), dtype=np.float64)
         rows_arr = np.asarray(rows, dtype=np.int64)
         if m:
-            draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64),
-                        *self._params(n), self._out, self._out_len, self._out_conf)
+            draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64), self.table.view,
+                        draft_params(self.cfg, n, self.vocab_size), self.space, self.calibration,
+                        self._out, self._out_len, self._out_conf)
         out, out_len = self._out, self._out_len
         if self.cfg.calibrate >= 2:
             self._last_drafts.remember(n, rows_arr, lengths, out, out_len, self._out_conf)

@@ -1,5 +1,7 @@
 """Integration: a real vLLM engine on CPU (eager mode) with the real default model."""
 
+import os
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +45,7 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
     # one engine measures batch 1 and then batch 4 (the benchmarks share engines this way)
     out = run_in_subprocess(
         {**workload["spec"], "method": "tasc", "batch_sizes": [1, 4],
-         "env": {"TASC_INDEX": workload["index"], "TASC_STATS_PATH": str(workload["dir"] / "stats.json")}},
+         "tasc": {"index": workload["index"], "stats_path": str(workload["dir"] / "stats.json")}},
         log_path=workload["dir"] / "tasc.log",
     )
     assert [r["batch_size"] for r in out["runs"]] == [1, 4]
@@ -65,12 +67,17 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
         assert run["proposer"]["learned"] > 0  # online learning ran, and outputs stayed exact
     log = (workload["dir"] / "tasc.log").read_text(errors="replace")
     assert "TASC index" in log and "loaded in" in log
+    # the settings in effect, once per engine, on one line
+    assert log.count("TASC-spec settings: index=") == 1, log.count("TASC-spec settings: index=")
+    assert "(from additional_config: index, stats_path)" in log
 
 
-def test_faults_inside_the_proposer_keep_outputs_correct(workload, baseline):
+def test_faults_inside_the_proposer_keep_outputs_correct(workload, baseline, monkeypatch):
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     run = run_in_subprocess(
-        {**workload["spec"], "method": "tasc",
-         "env": {"TASC_INDEX": workload["index"], "TASC_TEST_FAULT_EVERY": "3"}},
+        {**workload["spec"], "method": "tasc", "proposer": "engine_faults.FaultyProposer",
+         "tasc": {"index": workload["index"]}},
         log_path=workload["dir"] / "fault.log",
     )
     assert run["texts"] == baseline["texts"]
@@ -84,7 +91,7 @@ def test_sampling_with_temperature_works(workload):
     run = run_in_subprocess(
         {**workload["spec"], "method": "tasc", "dtype": "bfloat16",
          "temperatures": [0.8 if i % 2 else 0.0 for i in range(n)],
-         "env": {"TASC_INDEX": workload["index"]}},
+         "tasc": {"index": workload["index"]}},
         log_path=workload["dir"] / "sampled.log",
     )
     assert run["num_requests"] == n
@@ -98,5 +105,5 @@ def test_bad_index_fails_engine_start_with_a_clear_error(workload):
     log = workload["dir"] / "bad.log"
     with pytest.raises(TascError):
         run_in_subprocess({**workload["spec"], "prompt_token_ids": workload["spec"]["prompt_token_ids"][:1],
-                           "max_tokens": [4], "method": "tasc", "env": {"TASC_INDEX": str(bad)}}, log_path=log, timeout=600)
+                           "max_tokens": [4], "method": "tasc", "tasc": {"index": str(bad)}}, log_path=log, timeout=600)
     assert f"TASC index {bad} is unreadable" in log.read_text(errors="replace")

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tasc_vllm.kernels.calibration import LastDrafts, context_bucket, corpus_bucket, draft_bucket, new_calibration, observe_batch
 from tasc_vllm.kernels.drafting import draft_batch
+from tasc_vllm.kernels.params import DraftParams
 from tasc_vllm.kernels.ngram_table import TOP_K, build_table, context_key, lookup
 
 DEFAULTS = dict(max_order=6, ctx_min=1, ctx_max=8, wc=1.0, wx=1.0, alpha=1.0, gamma=2.0, threshold=0.05)
@@ -34,16 +35,21 @@ def brute_force(texts, max_order):
     return stats
 
 
+def params(p, vocab):
+    """The kernels' parameters from a ``DEFAULTS``-style dict."""
+    return DraftParams(p["max_order"], p["ctx_min"], p["ctx_max"], float(p["wc"]), float(p["wx"]), float(p["alpha"]),
+                       float(p["gamma"]), float(p["threshold"]), float(p.get("step_cost", 0.0)),
+                       float(p.get("free_draft", 0.0)), vocab)
+
+
 def draft(table, ctx, limit, vocab=1000, cal=None, space=NO_SPACE, **over):
     p = {**DEFAULTS, **over}
     tokens = np.array([ctx + [0] * 4], dtype=np.int32)
     out = np.zeros((1, max(limit, 1)), np.int32)
     out_len = np.zeros(1, np.int32)
     draft_batch(
-        np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]),
-        table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"], p["ctx_min"],
-        p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], p.get("step_cost", 0.0), p.get("free_draft", 0.0), vocab, space, new_calibration() if cal is None else cal, out, out_len,
-        np.zeros(out.shape),
+        np.array([0]), np.array([len(ctx)], np.int32), tokens, np.array([limit]), table.view,
+        params(p, vocab), space, new_calibration() if cal is None else cal, out, out_len, np.zeros(out.shape),
     )
     return out[0, : out_len[0]].tolist()
 
@@ -182,9 +188,8 @@ def test_batch_rows_are_independent():
     out = np.zeros((2, 4), np.int32)
     out_len = np.zeros(2, np.int32)
     p = DEFAULTS
-    draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]),
-                table.slots, table.keys, table.nexts, table.counts, table.totals, p["max_order"],
-                p["ctx_min"], p["ctx_max"], p["wc"], p["wx"], p["alpha"], p["gamma"], p["threshold"], 0.0, 0.0, 100, NO_SPACE, new_calibration(), out, out_len, np.zeros(out.shape))
+    draft_batch(np.array([0, 2]), np.array([2, 4, 2], np.int32), tokens, np.array([4, 1]), table.view,
+                params(p, 100), NO_SPACE, new_calibration(), out, out_len, np.zeros(out.shape))
     assert out[0, : out_len[0]].tolist() == [3, 4]
     assert out[1, : out_len[1]].tolist() == [4]
 
@@ -203,7 +208,7 @@ def _learn(table, used, rows_tokens, new_tokens, max_order):
         token_ids[i, : len(t)] = t
     lengths = np.array([len(t) for t in rows_tokens], dtype=np.int32)
     return learn_batch(np.arange(len(rows_tokens), dtype=np.int64), lengths, np.asarray(new_tokens, np.int64),
-                       token_ids, max_order, table.slots, table.keys, table.nexts, table.counts, table.totals, used)
+                       token_ids, table.view, max_order, used)
 
 
 small_texts = st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=20), min_size=1, max_size=6)
@@ -261,8 +266,8 @@ def test_a_full_context_replaces_followers_seen_once_and_decays_the_rest():
 
 def observe(table, row, new, cal, max_order=3, space=NO_SPACE):
     tokens = np.array([row], dtype=np.int32)
-    observe_batch(np.array([0]), np.array([len(row)], np.int32), np.array([new]), tokens, table.slots, table.keys,
-                  table.nexts, table.counts, table.totals, max_order, 1, 8, 1.0, space, cal)
+    observe_batch(np.array([0]), np.array([len(row)], np.int32), np.array([new]), tokens, table.view,
+                  params({**DEFAULTS, "max_order": max_order, "ctx_min": 1, "ctx_max": 8, "alpha": 1.0}, 1000), space, cal)
 
 
 def test_calibration_scores_each_sources_guess_in_its_bucket():
@@ -330,8 +335,8 @@ def test_draft_calibration_shortens_drafts_that_fail_past_a_confidence():
     out_len = np.zeros(1, np.int32)
     p = DEFAULTS
     tokens = np.array([[9, 1, 2, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
-    draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.slots, table.keys, table.nexts,
-                table.counts, table.totals, 3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 0.0, 1000, NO_SPACE, cal, out, out_len, conf)
+    draft_batch(np.array([0]), np.array([3], np.int32), tokens, np.array([6]), table.view,
+                DraftParams(3, 1, 8, 1.0, 0.0, 1.0, 2.0, 0.3, 0.0, 0.0, 1000), NO_SPACE, cal, out, out_len, conf)
     assert np.all(np.diff(conf[0]) <= 0)  # a running product
     fourth = draft_bucket(conf[0, 3])
     cal[1, fourth] += 50  # tokens drafted at the fourth token's confidence were never accepted
@@ -386,6 +391,6 @@ def test_stop_rule_setting():
     assert TascConfig(step_overhead=6.0, free_draft=5.0).free_per_row(16) == 0.0  # past the knee already
     assert TascConfig(step_overhead=0.0, free_draft=4.0).free_per_row(1) == 0.0  # the yield rule is off
     with pytest.raises(TascError, match="free_draft must be in"):
-        load_config({"TASC_FREE_DRAFT": "-1"})
+        load_config(environ={"TASC_FREE_DRAFT": "-1"})
     with pytest.raises(TascError, match="stop_rule must be 'yield' or 'first'"):
-        load_config({"TASC_STOP_RULE": "longest"})
+        load_config(environ={"TASC_STOP_RULE": "longest"})

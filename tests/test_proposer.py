@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tasc_vllm.config import TascConfig, load_config
+from tasc_vllm.config import SETTINGS, TascConfig, load_config, resolve_config
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import read_index, write_index
 from tasc_vllm.index.ngram_cache import load_tokenized, output_frame, tokenizer_fingerprint
-from tasc_vllm.proposer import FAULT_ENV, TascProposer
+from tasc_vllm.proposer import TascProposer
 
 OUTPUTS = [
     '{"AddressNumber": "%d", "StreetName": "%s", "StreetNamePostType": "St", "PlaceName": "Springfield"}' % (n, s)
@@ -118,7 +118,14 @@ def test_unwritable_cache_still_serves(index_path, tokenizer, tmp_path, monkeypa
 
 
 def test_exception_in_propose_costs_only_drafts(index_path, tokenizer, isolated_cache, monkeypatch, caplog):
-    monkeypatch.setenv(FAULT_ENV, "2")
+    real = TascProposer._propose
+
+    def every_second_call_fails(self, *args):
+        if (self.stats["calls"] + 1) % 2 == 0:
+            raise RuntimeError("injected test fault")
+        return real(self, *args)
+
+    monkeypatch.setattr(TascProposer, "_propose", every_second_call_fails)
     p = make(index_path, tokenizer)
     tok, n = rows(tokenizer, ['{"AddressNumber": "12", "Street'] * 2)
     results = [p.propose([[1], [1]], n, tok) for _ in range(6)]
@@ -129,7 +136,7 @@ def test_exception_in_propose_costs_only_drafts(index_path, tokenizer, isolated_
 
 
 def test_missing_index_setting_and_bad_index(tokenizer, tmp_path, isolated_cache):
-    with pytest.raises(TascError, match="TASC_INDEX is not set"):
+    with pytest.raises(TascError, match="no TASC-spec index is set"):
         TascProposer(vllm_config(), tokenizer=tokenizer, config=TascConfig())
     with pytest.raises(TascError, match="does not exist"):
         make(tmp_path / "missing.tasc", tokenizer)
@@ -186,22 +193,60 @@ def test_whitespace_flags_from_any_tokenizer_and_none_from_one_that_cannot_decod
     assert "cannot decode single token ids" in caplog.text
 
 
-def test_config_from_env_and_file(tmp_path):
-    cfg_file = tmp_path / "tasc.json"
-    cfg_file.write_text('{"threshold": 0.3, "max_order": 6}')
-    cfg = load_config({"TASC_CONFIG": str(cfg_file), "TASC_MAX_ORDER": "5", "TASC_INDEX": "x.tasc"})
-    assert (cfg.threshold, cfg.max_order, cfg.index) == (0.3, 5, "x.tasc")
-    with pytest.raises(TascError, match="TASC_THRESHOLD: threshold must be float"):
-        load_config({"TASC_THRESHOLD": "high"})
-    with pytest.raises(TascError, match="threshold must be in 0..1"):
-        load_config({"TASC_THRESHOLD": "2"})
-    with pytest.raises(TascError, match="spaced_match must be 0 or 1"):
-        load_config({"TASC_SPACED_MATCH": "2"})
-    cfg_file.write_text('{"thresold": 0.3}')
-    with pytest.raises(TascError, match="unknown setting"):
-        load_config({"TASC_CONFIG": str(cfg_file)})
-    with pytest.raises(TascError, match="no such file"):
-        load_config({"TASC_CONFIG": str(tmp_path / "none.json")})
+def test_config_from_additional_config_with_environment_overrides():
+    loaded = resolve_config({"tasc": {"threshold": 0.3, "max_order": 6, "index": "a.tasc"}, "other_plugin": 1},
+                            environ={"TASC_MAX_ORDER": "5", "PATH": "/bin", "TASC_VLLM_CACHE": "/tmp/c"})
+    cfg = loaded.config
+    assert (cfg.threshold, cfg.max_order, cfg.index) == (0.3, 5, "a.tasc")
+    assert loaded.origins == {"threshold": "additional_config", "max_order": "TASC_MAX_ORDER",
+                              "index": "additional_config"}
+    assert loaded.overridden == {"max_order": 6}
+    line = loaded.summary()
+    assert "\n" not in line and line.startswith("TASC-spec settings: index=a.tasc ")
+    assert all(f" {name}=" in line for name in SETTINGS if name != "index")
+    assert "from additional_config: threshold, index" in line
+    assert "TASC_MAX_ORDER (over additional_config's 6)" in line
+    assert resolve_config(None, environ={}).summary().endswith("(all defaults)")
+    assert load_config({}, environ={}) == TascConfig()
+    # an int is a valid float, a whole float a valid int
+    assert load_config({"tasc": {"threshold": 1, "calibrate": 2.0}}, environ={}).calibrate == 2
+
+
+@pytest.mark.parametrize("additional, environ, message", [
+    ({"tasc": {"thresold": 0.3}}, {}, "unknown TASC-spec setting 'thresold'; known settings: index, max_draft"),
+    ({}, {"TASC_THRESOLD": "0.3"}, "environment variable TASC_THRESOLD: unknown TASC-spec setting 'thresold'"),
+    ({}, {"TASC_CONFIG": "x.json"}, "unknown TASC-spec setting 'config'"),
+    ({"tasc": {"threshold": "high"}}, {}, r"additional_config\[\"tasc\"\].threshold: setting 'threshold' must be float"),
+    ({"tasc": {"max_order": 2.5}}, {}, "setting 'max_order' must be int, got 2.5"),
+    ({"tasc": {"calibrate": True}}, {}, "setting 'calibrate' must be int, got True"),
+    ({"tasc": {"index": 3}}, {}, "setting 'index' must be str, got 3"),
+    ({}, {"TASC_THRESHOLD": "high"}, "TASC_THRESHOLD: setting 'threshold' must be float"),
+    ({}, {"TASC_THRESHOLD": "2"}, r"threshold must be in 0..1 \(threshold from TASC_THRESHOLD\)"),
+    ({"tasc": {"threshold": 2}}, {}, r"threshold must be in 0..1 \(threshold from additional_config\)"),
+    ({}, {"TASC_SPACED_MATCH": "2"}, "spaced_match must be 0 or 1"),
+    ({"tasc": ["index", "x"]}, {}, r'additional_config\["tasc"\] must be a JSON object'),
+    ("tasc", {}, "additional_config must be a JSON object"),
+])
+def test_bad_settings_are_refused_with_the_setting_named(additional, environ, message):
+    with pytest.raises(TascError, match=message):
+        load_config(additional, environ=environ)
+
+
+def test_the_proposer_reads_additional_config_and_logs_the_settings_once(index_path, tokenizer, isolated_cache,
+                                                                          monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("TASC_THRESHOLD", "0.25")
+    config = vllm_config()
+    config.additional_config = {"tasc": {"index": str(index_path), "threshold": 0.5, "max_draft": 3}}
+    with caplog.at_level(logging.INFO, logger="tasc_vllm"):
+        p = TascProposer(config, tokenizer=tokenizer)
+    assert (p.cfg.index, p.cfg.threshold, p.cfg.max_draft, p.k) == (str(index_path), 0.25, 3, 3)
+    lines = [r.message for r in caplog.records if r.message.startswith("TASC-spec settings:")]
+    assert len(lines) == 1 and "TASC_THRESHOLD (over additional_config's 0.5)" in lines[0]
+    config.additional_config = {"tasc": {"index": str(index_path), "max_drafts": 3}}
+    with pytest.raises(TascError, match="unknown TASC-spec setting 'max_drafts'"):
+        TascProposer(config, tokenizer=tokenizer)
 
 
 def test_plugin_register_never_fails():
@@ -218,7 +263,7 @@ def test_threshold_rises_with_the_batch_under_a_step_overhead(index_path, tokeni
     assert TascConfig(threshold=0.1, step_overhead=0.0).threshold_for(64) == 0.1  # off
     assert TascConfig(threshold=0.5, step_overhead=100.0).threshold_for(1) == 0.5  # never below the floor
     with pytest.raises(TascError, match="step_overhead must be >= 0"):
-        load_config({"TASC_STEP_OVERHEAD": "-1"})
+        load_config(environ={"TASC_STEP_OVERHEAD": "-1"})
     # the same row drafts no more (and here less) when it shares the step with many others
     text = '{"AddressNumber": "12", "StreetName": "Oak", "Street'
     alone = make(index_path, tokenizer, step_overhead=2.0)
@@ -302,9 +347,9 @@ def test_online_learning_drafts_what_the_server_generated_before(index_path, tok
     serve_once(uncalibrated)
     assert uncalibrated.calibration.sum() == 0
     with pytest.raises(TascError, match="calibrate must be 0, 1 or 2"):
-        load_config({"TASC_CALIBRATE": "3"})
+        load_config(environ={"TASC_CALIBRATE": "3"})
     with pytest.raises(TascError, match="learn_entries must be in"):
-        load_config({"TASC_LEARN_ENTRIES": "-1"})
+        load_config(environ={"TASC_LEARN_ENTRIES": "-1"})
 
 
 def test_learning_is_saved_on_request_and_resumed_by_the_next_start(index_path, tokenizer, isolated_cache,
@@ -351,6 +396,54 @@ def test_learning_is_saved_on_request_and_resumed_by_the_next_start(index_path, 
     with caplog.at_level("WARNING", logger="tasc_vllm"):
         assert draft(make(index_path, tokenizer, **opts)) != draft(first)
     assert "is unreadable" in caplog.text
+
+
+def test_data_parallel_replicas_learn_on_their_own_and_each_resumes_its_own_file(index_path, tokenizer,
+                                                                                isolated_cache, tmp_path):
+    import os
+    import time
+
+    from tasc_vllm.index.learned_state import replica_path
+
+    assert replica_path("s/learned.npz", 0) == "s/learned.npz"
+    assert replica_path("s/learned.npz", 1) == "s/learned.dp1.npz" and replica_path("", 1) == ""
+    state = tmp_path / "learned.npz"
+    opts = {"threshold": 0.0, "step_overhead": 0.0, "context_weight": 0.0, "learned_path": str(state)}
+    answers = ["Zanzibar Quixotic Boulevard Yellowknife Extravaganza", "Ouagadougou Xylophone Parkway Kilimanjaro"]
+
+    def replica(rank):
+        config = vllm_config()
+        # as vLLM configures the replicas of a dense model: each an engine of size 1, rank 0
+        config.parallel_config = SimpleNamespace(data_parallel_rank=0, data_parallel_size=1,
+                                                 data_parallel_index=rank)
+        return TascProposer(config, tokenizer=tokenizer, config=TascConfig(index=str(index_path), **opts))
+
+    def rows_of(answer):
+        full = tokenizer.encode("Q: where?\nA: " + answer, add_special_tokens=False)
+        start = len(tokenizer.encode("Q: where?\nA:", add_special_tokens=False))
+        tok = np.zeros((1, 256), dtype=np.int32)
+        tok[0, : len(full)] = full
+        return full, start, tok
+
+    replicas = [replica(0), replica(1)]
+    for p, answer in zip(replicas, answers):  # each replica serves its own answer
+        full, start, tok = rows_of(answer)
+        for n in range(start + 1, len(full) + 1):
+            p.propose([[int(full[n - 1])]], np.array([n], np.int32), tok)
+    trigger = tmp_path / "learned.npz.save"
+    trigger.touch()
+    os.utime(trigger, (time.time() + 5, time.time() + 5))
+    for p, answer in zip(replicas, answers):  # one touch asks every replica to save
+        p._save_requests._checked -= 2
+        full, _, tok = rows_of(answer)
+        p.propose([[int(full[-1])]], np.array([len(full)], np.int32), tok)
+    assert state.exists() and (tmp_path / "learned.dp1.npz").exists()
+    for rank, answer in enumerate(answers):  # after a restart each replica drafts what it learned
+        full, start, tok = rows_of(answer)
+        (d,) = replica(rank).propose([[int(full[start])]], np.array([start + 1], np.int32), tok)
+        assert d == full[start + 1 : start + 1 + len(d)] and len(d) >= 3, (rank, d)
+        (other,) = replica(1 - rank).propose([[int(full[start])]], np.array([start + 1], np.int32), tok)
+        assert other != d
 
 
 def test_draft_calibration_scores_each_draft_by_what_the_next_step_kept(index_path, tokenizer, isolated_cache):

@@ -92,7 +92,7 @@ def run_demo(num_prompts: int = 32, k: int = 8, batch_size: int = 1, task_name: 
     base = run_in_subprocess({**common, "method": "none"}, log_path=log)
     print(f"{base['tokens_per_second']:.1f} tokens/s")
     _step(f"4/4 vLLM with TASC-spec (k={k})")
-    tasc = run_in_subprocess({**common, "method": "tasc", "env": {"TASC_INDEX": str(index)}}, log_path=log)
+    tasc = run_in_subprocess({**common, "method": "tasc", "tasc": {"index": str(index)}}, log_path=log)
     print(f"{tasc['tokens_per_second']:.1f} tokens/s")
 
     rows = [comparison_row("vLLM", base, base), comparison_row("vLLM + TASC-spec", tasc, base)]

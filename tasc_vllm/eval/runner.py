@@ -22,7 +22,11 @@ from tasc_vllm.errors import TascError
 METHODS = ("none", "ngram", "suffix", "tasc", "oracle")
 
 
-def speculative_config(method: str, k: int) -> dict | None:
+TASC_PROPOSER = "tasc_vllm.TascProposer"
+
+
+def speculative_config(method: str, k: int, proposer: str = TASC_PROPOSER) -> dict | None:
+    """vLLM's speculative config for ``method``; ``proposer``: the class path TASC-spec runs as."""
     if method == "none":
         return None
     if method == "ngram":
@@ -30,7 +34,7 @@ def speculative_config(method: str, k: int) -> dict | None:
     if method == "suffix":
         return {"method": "suffix", "num_speculative_tokens": k}
     if method == "tasc":
-        return {"method": "custom_class", "model": "tasc_vllm.TascProposer", "num_speculative_tokens": k}
+        return {"method": "custom_class", "model": proposer, "num_speculative_tokens": k}
     if method == "oracle":
         return {"method": "custom_class", "model": "tasc_vllm.eval.oracle.OracleProposer", "num_speculative_tokens": k}
     raise TascError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -191,7 +195,8 @@ def run(spec: dict) -> dict:
         max_num_seqs=int(spec.get("max_num_seqs") or max(batch_sizes)),
         gpu_memory_utilization=float(spec.get("gpu_memory_utilization", 0.3)),
         enforce_eager=bool(spec.get("enforce_eager", True)),
-        speculative_config=speculative_config(method, k),
+        speculative_config=speculative_config(method, k, spec.get("proposer") or TASC_PROPOSER),
+        additional_config={"tasc": dict(spec["tasc"])} if spec.get("tasc") else {},
         disable_log_stats=False,
         seed=int(spec.get("seed", 0)),
     )
@@ -217,7 +222,7 @@ def run(spec: dict) -> dict:
         llm.generate([TokensPrompt(prompt_token_ids=p) for p in train_ids],
                      SamplingParams(temperature=0.0, max_tokens=int(spec.get("train_max_tokens", 256))),
                      use_tqdm=progress)
-    stats_path = os.environ.get("TASC_STATS_PATH")
+    stats_path = (spec.get("tasc") or {}).get("stats_path") or os.environ.get("TASC_STATS_PATH")
     flush_prompt = TokensPrompt(prompt_token_ids=warm_ids or prompts[0])
     runs = []
     stats_after = _proposer_stats(llm, stats_path, flush_prompt)

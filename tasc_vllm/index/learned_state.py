@@ -1,12 +1,14 @@
 """What a server learned online, saved on request and picked up by the next start.
 
-``TASC_LEARNED_PATH=FILE.npz`` names the file.  At engine start, a file there whose identity
-(index content, tokenizer, table settings) matches this engine's replaces the fresh copy of
-the index's table, so learning goes on where it stopped; a file that belongs to another
-index or tokenizer, or is unreadable, is reported and ignored.  Touching ``FILE.npz.save``
-asks every engine that uses the file to write it (atomically; with several engines the last
-to write wins, and each write is a complete state).  The file holds NumPy arrays only and is
-read with ``allow_pickle=False``.
+The setting ``learned_path`` (``additional_config {"tasc": {"learned_path": "FILE.npz"}}``)
+names the file.  At engine start, a file there whose identity (index content, tokenizer,
+table settings) matches this engine's replaces the fresh copy of the index's table, so
+learning goes on where it stopped; a file that belongs to another index or tokenizer, or is
+unreadable, is reported and ignored.  Touching ``FILE.npz.save`` asks every engine that uses
+the file to write it.  Every engine learns on its own: the data-parallel replicas of one
+server each keep a file of their own (:func:`replica_path`), and separate servers given the
+same file each write a complete state to it, atomically, the last to write winning.  The
+file holds NumPy arrays only and is read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,27 @@ from tasc_vllm.paths import atomic_file
 logger = logging.getLogger("tasc_vllm")
 
 STATE_VERSION = 1
+
+
+def replica_path(path: str, rank: int) -> str:
+    """The learned-state file of data-parallel replica ``rank``: ``path`` itself for the first,
+    ``NAME.dpRANK.npz`` beside it for the others, so no replica's learning overwrites
+    another's and each resumes its own after a restart."""
+    if not path or rank <= 0:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.dp{rank}{p.suffix or '.npz'}"))
+
+
+def data_parallel_rank(vllm_config) -> int:
+    """This engine's data-parallel rank.  vLLM runs the replicas of a dense model as
+    independent engines of data-parallel size 1 and rank 0, and keeps the original rank in
+    ``parallel_config.data_parallel_index``."""
+    parallel = getattr(vllm_config, "parallel_config", None)
+    rank = getattr(parallel, "data_parallel_index", None)
+    if rank is None:
+        rank = getattr(parallel, "data_parallel_rank", 0)
+    return int(rank or 0)
 
 
 def save_learned(path: str | os.PathLike, table: NgramTable, used: np.ndarray, identity: dict) -> None:

@@ -74,11 +74,13 @@ def calibrated(cal, bucket, prior):
 
 
 @njit(cache=True)
-def observe_batch(rows, lengths, new_tokens, token_ids, slots, keys, nexts, counts, totals, max_order,
-                  ctx_min_order, ctx_max_order, alpha, space, cal):
+def observe_batch(rows, lengths, new_tokens, token_ids, table, params, space, cal):
     """Score both sources' top guesses for each row's last ``new_tokens[i]`` tokens (the
     request's guess in the bucket of the match the drafting loop would take it from: with
-    whitespace skipped when ``space`` is not empty and that match is the longer one)."""
+    whitespace skipped when ``space`` is not empty and that match is the longer one).
+    ``table``, ``params``: as for :func:`tasc_vllm.kernels.drafting.draft_batch`."""
+    slots, keys, nexts, counts, totals = table
+    max_order, ctx_min_order, ctx_max_order, alpha = params.max_order, params.ctx_min_order, params.ctx_max_order, params.alpha
     for i in range(rows.shape[0]):
         r = rows[i]
         row = token_ids[r]

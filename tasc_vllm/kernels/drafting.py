@@ -32,33 +32,11 @@ from tasc_vllm.kernels.ngram_table import TOP_K
 
 
 @njit(cache=True)
-def draft_one(
-    ctx,
-    n_ctx,
-    k,
-    slots,
-    keys,
-    nexts,
-    counts,
-    totals,
-    max_order,
-    ctx_min_order,
-    ctx_max_order,
-    w_corpus,
-    w_context,
-    alpha,
-    gamma,
-    threshold,
-    step_cost,
-    free_draft,
-    vocab_size,
-    space,
-    cal,
-    out,
-    out_conf,
-):
+def draft_one(ctx, n_ctx, k, table, params, space, cal, out, out_conf):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's running
-    confidence after each token in ``out_conf``; returns how many. ``cal``: the calibration
+    confidence after each token in ``out_conf``; returns how many. ``table``: the corpus
+    table's arrays (:class:`tasc_vllm.kernels.ngram_table.TableView`); ``params``: the scalars
+    (:class:`tasc_vllm.kernels.params.DraftParams`). ``cal``: the calibration
     score (:func:`tasc_vllm.kernels.calibration.new_calibration`).  ``space``: one flag per token id,
     set for whitespace-only tokens; when it is not empty, the request is also matched with
     those tokens skipped (:func:`tasc_vllm.kernels.lookups.find_context_match`), and that match's
@@ -70,6 +48,10 @@ def draft_one(
     token's bar is ``1 / step_cost``; later ones must beat the draft's running average.
     The first ``free_draft`` tokens cost nothing (the engine verifies that many at the price
     of none): they need only ``threshold``, and only the tokens past them count as cost."""
+    slots, keys, nexts, counts, totals = table
+    max_order, ctx_min_order, ctx_max_order = params.max_order, params.ctx_min_order, params.ctx_max_order
+    w_corpus, w_context, alpha, gamma = params.w_corpus, params.w_context, params.alpha, params.gamma
+    threshold, step_cost, free_draft, vocab_size = params.threshold, params.step_cost, params.free_draft, params.vocab_size
     n_draft = 0
     cum = 1.0
     expected = 1.0  # tokens the step yields: the verified token plus the draft's expected accepted ones
@@ -155,59 +137,9 @@ def draft_one(
 
 
 @njit(cache=True)
-def draft_batch(
-    rows,
-    lengths,
-    token_ids,
-    limits,
-    slots,
-    keys,
-    nexts,
-    counts,
-    totals,
-    max_order,
-    ctx_min_order,
-    ctx_max_order,
-    w_corpus,
-    w_context,
-    alpha,
-    gamma,
-    threshold,
-    step_cost,
-    free_draft,
-    vocab_size,
-    space,
-    cal,
-    out,
-    out_len,
-    out_conf,
-):
+def draft_batch(rows, lengths, token_ids, limits, table, params, space, cal, out, out_len, out_conf):
     """Draft for each row index in ``rows`` (context ``token_ids[r, :lengths[r]]``, at most
     ``limits[i]`` tokens) into ``out[i]``/``out_len[i]``/``out_conf[i]``."""
     for i in range(rows.shape[0]):
         r = rows[i]
-        out_len[i] = draft_one(
-            token_ids[r],
-            lengths[r],
-            limits[i],
-            slots,
-            keys,
-            nexts,
-            counts,
-            totals,
-            max_order,
-            ctx_min_order,
-            ctx_max_order,
-            w_corpus,
-            w_context,
-            alpha,
-            gamma,
-            threshold,
-            step_cost,
-            free_draft,
-            vocab_size,
-            space,
-            cal,
-            out[i],
-            out_conf[i],
-        )
+        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, params, space, cal, out[i], out_conf[i])

@@ -11,6 +11,7 @@ counts runs; everything runs in compiled NumPy/Numba code, never a Python loop o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -161,6 +162,16 @@ def lookup(slots, keys, key):
         s = (s + np.int64(1)) & mask
 
 
+class TableView(NamedTuple):
+    """The table's arrays as the kernels take them (one typed argument)."""
+
+    slots: np.ndarray
+    keys: np.ndarray
+    nexts: np.ndarray
+    counts: np.ndarray
+    totals: np.ndarray
+
+
 @dataclass
 class NgramTable:
     """Arrays of the n-gram model; all plain NumPy, saved with ``np.savez``."""
@@ -192,6 +203,10 @@ class NgramTable:
             totals=a["totals"],
             max_order=int(a["max_order"]),
         )
+
+    @property
+    def view(self) -> TableView:
+        return TableView(self.slots, self.keys, self.nexts, self.counts, self.totals)
 
     @property
     def nbytes(self) -> int:

@@ -69,9 +69,11 @@ def _count_follower(e, tok, nexts, counts, totals):
 
 
 @njit(cache=True)
-def learn_batch(rows, lengths, new_tokens, token_ids, max_order, slots, keys, nexts, counts, totals, used):
+def learn_batch(rows, lengths, new_tokens, token_ids, table, max_order, used):
     """Count, for each row ``rows[i]``, its last ``new_tokens[i]`` tokens as followers of their
-    1..``max_order`` preceding tokens.  Returns how many (context, follower) pairs were counted."""
+    1..``max_order`` preceding tokens in ``table`` (:class:`tasc_vllm.kernels.ngram_table.TableView`).
+    Returns how many (context, follower) pairs were counted."""
+    slots, keys, nexts, counts, totals = table
     capacity = slots.shape[0]
     mask = np.int64(capacity - 1)
     room = keys.shape[0]

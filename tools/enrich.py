@@ -513,10 +513,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tools.enrich ARGS`` is ``tasc-vllm enrich ARGS``."""
-    from tasc_vllm.cli import main as cli_main
-
-    return cli_main(["enrich", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m tools.enrich ARGS``: the same tool as ``tasc-vllm enrich ARGS``."""
+    parser = argparse.ArgumentParser(prog="python -m tools.enrich", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        enrich(args)
+    except TascError as e:
+        print(f"tools.enrich: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tools.enrich: interrupted", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ invocation:
   start with each model's own tokenizer).  Requests/s is the headline: the vocabularies
   differ, so tokens/s is not comparable across them;
 - for each fine-tune, the ceilings of drafting from TASC-spec's sources over its plain
-  answers (``benchmarks.headroom``'s measures, no engine): the right one of TASC-spec's own
-  candidates every time, or of the wider n-gram candidate sets of ``benchmarks.followers``,
-  or the whole answer (the oracle), priced by the engine costs fitted to that fine-tune's
-  runs (``benchmarks.step_cost``; it needs two speculative methods, e.g. the default
+  answers (``benchmarks.headroom``'s measures, :mod:`benchmarks.harness.ceilings`, no
+  engine): the right one of TASC-spec's own candidates every time, or of the wider n-gram
+  candidate sets of :mod:`benchmarks.harness.followers`, or the whole answer (the oracle),
+  priced by the engine costs fitted to that fine-tune's runs
+  (:mod:`benchmarks.harness.step_cost`; it needs two speculative methods, e.g. the default
   ``tasc`` and ``oracle``).
 
-Writes ``benchmarks/results/ft-<task>.json`` and regenerates ``benchmarks/RESULTS.md``.
+Writes ``benchmarks/results/ft-<task>.json`` (``seconds``: the measurement;
+``build_seconds``: building the checkpoints, when not given or cached) and regenerates
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.run import RESULTS, machine
+from benchmarks import report
+from benchmarks.harness.ceilings import drafting_ceilings
+from benchmarks.harness.machine import machine
+from benchmarks.harness.methods import tasc_variant, unknown_methods
+from benchmarks.harness.paths import RESULTS
 
 # each fine-tune at batch 1: plain, with TASC-spec, and with the oracle drafter (its own plain
 # answers proposed in full: the ceiling of any drafter at this k)
@@ -68,22 +75,6 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     return enriched, baseline
 
 
-def drafting_ceilings(tokenizer, cfg, prompts, outputs, k: int, runs: list[dict], source: str) -> dict:
-    """The sources' shares and the drafting ceilings over one fine-tune's plain answers
-    (``benchmarks.headroom.measure_index``), priced by the engine costs fitted to its ``runs``
-    (ratios to its own plain run); without a fit (fewer than two speculative methods), the
-    shares alone and the reason."""
-    from benchmarks.headroom import engine_terms, measure_index
-
-    shares, wide, stop = measure_index(tokenizer, cfg, prompts, outputs, k, overhead=12.0)
-    out = {"shares": shares, "wide": wide}
-    try:
-        out["engine"] = engine_terms(stop, runs, source)
-    except ValueError as e:
-        out["no_engine_terms"] = str(e)
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="usaddress")
@@ -112,8 +103,6 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
     args = p.parse_args(argv)
     run_name = args.name or f"ft-{args.task}"
-    from benchmarks.run import tasc_variant, unknown_methods
-
     methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
     try:
         unknown = sorted(unknown_methods(methods, SPEED_METHODS))
@@ -133,10 +122,12 @@ def main(argv=None) -> int:
     task = get_task(args.task)
     if bool(args.enriched) != bool(args.baseline):
         p.error("give both --enriched and --baseline, or neither")
+    t_build = time.time()
     if args.enriched:
         enriched, baseline = Path(args.enriched), Path(args.baseline)
     else:
         enriched, baseline = build_checkpoints(args.task, args)
+    build_seconds = time.time() - t_build  # a few seconds when both are cached
     models = {"baseline-ft": baseline, "tasc-ft": enriched}
     ft_info = {name: json.loads((path / "tasc_ft.json").read_text()) for name, path in models.items()}
     test = task.load("test")
@@ -149,7 +140,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     out = {"name": run_name, "kind": "tasc-ft", "started_unix": int(t0), "machine": machine(),
            "settings": vars(args) | {"enriched": str(enriched), "baseline": str(baseline)},
-           "task": args.task, "fine_tunes": {}, "speed": [], "ceilings": {}}
+           "task": args.task, "build_seconds": build_seconds, "fine_tunes": {}, "speed": [], "ceilings": {}}
     runs = len(models) * (1 + len(methods))
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
@@ -193,8 +184,8 @@ def main(argv=None) -> int:
                         "num_speculative_tokens": args.k, "progress": False, "prompt_token_ids": prompts,
                         "max_tokens": [task.max_tokens] * len(prompts),
                         "warmup_prompt_token_ids": render_prompts(tok, [[{"role": "user", "content": "Say hello."}]])[0]}
-                if kind == "tasc":
-                    spec["env"] = {"TASC_INDEX": str(index), **settings}
+                if kind == "tasc":  # vLLM's additional_config["tasc"]
+                    spec["tasc"] = {"index": str(index), **settings}
                 elif kind == "oracle":  # this fine-tune's own plain continuation: the ceiling at this k
                     spec["env"] = {"TASC_ORACLE_FILE": str(oracle)}
                 r = run_in_subprocess(spec, log_path=log)
@@ -218,9 +209,7 @@ def main(argv=None) -> int:
     out["seconds"] = time.time() - t0
     path = RESULTS / f"{run_name}.json"
     path.write_text(json.dumps(out, indent=1))
-    from benchmarks.report import write_report
-
-    write_report()
+    report.write_report()
     print(f"wrote {path} in {out['seconds'] / 60:.1f} min")
     return 0
 

@@ -4,7 +4,8 @@
                                 [--concurrency 1,4,16] [--prompts 24] [--k 16] [--compiled]
 
 ``tasc@NAME=V+NAME=V`` in ``--methods`` serves TASC-spec with other settings, as in
-``benchmarks.run``.
+``benchmarks.run``: TASC-spec's settings reach the server as ``--additional-config
+'{"tasc": {...}}'``.
 
 For every method a fresh server starts (bf16 by default), answers one warm-up request, and
 is then driven at each concurrency in turn by ``vllm bench serve`` with a custom dataset of
@@ -30,6 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import report
+from benchmarks.harness.machine import machine
+from benchmarks.harness.methods import tasc_variant, unknown_methods
+from benchmarks.harness.paths import RESULTS
+from benchmarks.harness.server import counter_delta, spec_counters, vllm_bin, vllm_server
+
 METHODS = ("none", "ngram", "suffix", "tasc", "tasc-static")
 # short names for TASC-spec variants: tasc-static is TASC-spec without online learning, to show
 # what learning while serving adds
@@ -49,8 +56,6 @@ def write_dataset(path: Path, tokenizer, examples, max_tokens: int) -> Path:
 def bench_serve(base: str, model: str, dataset: Path, n: int, concurrency: int, max_tokens: int,
                 folder: Path, log) -> dict:
     """One ``vllm bench serve`` run; returns its saved result (with the generated texts)."""
-    from benchmarks.server import vllm_bin
-
     name = f"c{concurrency}-{time.monotonic_ns()}.json"
     cmd = [vllm_bin(), "bench", "serve", "--backend", "vllm", "--base-url", base, "--endpoint", "/v1/completions",
            "--model", model, "--tokenizer", model, "--dataset-name", "custom", "--dataset-path", str(dataset),
@@ -82,20 +87,26 @@ def summarize(raw: dict, spec: dict) -> dict:
     return keep
 
 
+def server_config(method: str, k: int, index: Path) -> tuple[dict | None, dict | None]:
+    """``vllm serve``'s ``--speculative-config`` and ``--additional-config`` for ``method``:
+    TASC-spec (and its variants) gets its index and settings under ``"tasc"``, the others no
+    additional config."""
+    from tasc_vllm.eval.runner import speculative_config
+
+    base_method, settings = tasc_variant(ALIASES.get(method, method))
+    extra = {"tasc": {"index": str(index), **settings}} if base_method == "tasc" else None
+    return speculative_config(base_method, k), extra
+
+
 def run_method(method: str, args, model: str, levels: list[dict], index: Path, folder: Path, log) -> list[dict]:
     """Start a server for ``method``; measure every concurrency level on it in turn."""
     import httpx
 
-    from benchmarks.run import tasc_variant
-    from benchmarks.server import counter_delta, spec_counters, vllm_server
-    from tasc_vllm.eval.runner import speculative_config
-
-    base_method, extra_env = tasc_variant(ALIASES.get(method, method))
-    spec = speculative_config(base_method, args.k)
+    spec, extra = server_config(method, args.k, index)
     runs = []
     with vllm_server(model, folder / f"server-{method}.log", spec=spec, dtype=args.dtype,
                      max_model_len=args.max_model_len, max_num_seqs=max(args.concurrency),
-                     env={"TASC_INDEX": str(index), **extra_env}, compiled=args.compiled) as srv:
+                     additional_config=extra, compiled=args.compiled) as srv:
         httpx.post(f"{srv['base']}/v1/completions", timeout=600,
                    json={"model": model, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0})
         for level in levels:
@@ -147,8 +158,6 @@ def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, b
 def methods_to_run(methods: list[str]) -> list[str]:
     """``none`` first, then the named methods in ``METHODS`` order, then ``tasc@...`` variants as
     given; each once.  An unknown method, setting or value raises ``ValueError`` naming it."""
-    from benchmarks.run import unknown_methods
-
     unknown = unknown_methods(methods, METHODS, ALIASES)
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)} "
@@ -189,8 +198,6 @@ def main(argv=None) -> int:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from benchmarks.report import write_report
-    from benchmarks.run import RESULTS, machine
     from tasc_vllm.eval.models import materialize
 
     model = str(materialize())
@@ -214,80 +221,9 @@ def main(argv=None) -> int:
             out.write_text(json.dumps(result, indent=1))  # saved per task: a run cut short keeps its tasks
             for server_log in folder.glob("server-*.log"):  # the servers' own logs, for the record
                 log.write(f"==== {task_name} {server_log.name}\n{server_log.read_text()}\n")
-    write_report()
+    report.write_report()
     print(f"wrote {out}")
     return 0
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _f(v, digits=2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def online_plot(res: dict, name: str) -> str:
-    """Requests/s relative to no speculation, against concurrency, one line per method and task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from benchmarks.run import RESULTS
-
-    tasks = res["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for method in dict.fromkeys(r["method"] for r in task["runs"]):
-            pts = sorted((r["concurrency"], r["speedup_requests"]) for r in task["runs"] if r["method"] == method)
-            ax.plot(*zip(*pts), marker="o", label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrency (vllm bench serve)")
-        ax.set_ylabel("requests/s vs no speculation")
-        ax.set_title(task["task"])
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.legend()
-    fig.tight_layout()
-    png = f"{name}.png"
-    fig.savefig(RESULTS / png, dpi=110)
-    plt.close(fig)
-    return png
-
-
-def online_section(file_name: str, res: dict) -> list[str]:
-    from benchmarks.report import engine_mode
-
-    s, m = res["settings"], res["machine"]
-    lines = [
-        f"## Online: `vllm serve` driven by `vllm bench serve` (`{file_name}`, `python -m benchmarks.online`)",
-        "",
-        f"{m.get('cores')} cores, {m.get('cpu')}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s, 'servers')}; "
-        "greedy; a fresh server per method, "
-        f"{s['prompts']} held-out prompts per concurrency level (a different slice per level, the same for every "
-        f"method); `suffix` and `tasc` start cold and learn as they serve, `tasc-static` is TASC-spec with "
-        f"learning off. {res.get('seconds', 0) / 60:.1f} min in all"
-        + (" (cut short: only the tasks below finished)." if not res.get("complete") else "."),
-        "",
-        f"![online](results/{online_plot(res, Path(file_name).stem)})",
-        "",
-    ]
-    for task in res["tasks"]:
-        lines += [
-            f"### {task['task']}",
-            "",
-            "| concurrency | method | req/s | speed-up (req/s) | speed-up (tokens/s) | median TTFT ms | median TPOT ms | median ITL ms "
-            "| p99 e2e ms | mean accepted length | task score | same as baseline | failed |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in sorted(task["runs"], key=lambda r: r["concurrency"]):
-            lines.append(
-                f"| {r['concurrency']} | {r['method']} | {_f(r['request_throughput'])} | {_f(r['speedup_requests'])} | "
-                f"{_f(r['speedup_tokens'])} | {_f(r['median_ttft_ms'], 0)} | {_f(r['median_tpot_ms'], 1)} | {_f(r['median_itl_ms'], 1)} | "
-                f"{_f(r['p99_e2el_ms'], 0)} | {_f(r['spec_decode'].get('mean_acceptance_length'))} | "
-                f"{_f(r['task_score'])} | {r['same_as_baseline']}/{r['num_requests']} | {r['failed']} |"
-            )
-        lines.append("")
-    return lines
 
 
 if __name__ == "__main__":

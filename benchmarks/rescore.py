@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import report
+
 
 def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
     from tasc_vllm.paths import write_atomic
@@ -54,9 +56,7 @@ def main(argv=None) -> int:
         for task, method, batch, old, new in rescore(path):
             if old != new:
                 print(f"{path.name}: {task} {method} batch {batch}: {old} -> {new:.3f}")
-    from benchmarks.report import write_report
-
-    print(f"wrote {write_report()}")
+    print(f"wrote {report.write_report()}")
     return 0
 
 

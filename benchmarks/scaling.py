@@ -7,8 +7,8 @@ corpus redrawn at random), tokenized with the default model's tokenizer. The per
 is measured on a batch of 64 rows of real contexts (held-out prompts plus a partial answer),
 twice: with the defaults, whose step-cost rule drafts only near-certain tokens at batch 64, and
 with that rule off (``step_overhead=0``), so every row drafts as long as the statistics allow.
-Writes ``benchmarks/results/scaling.json`` (replacing it) and ``scaling.png``, and regenerates
-``benchmarks/RESULTS.md``.
+Writes ``benchmarks/results/scaling.json`` (replacing it) and regenerates
+``benchmarks/RESULTS.md``, which draws ``scaling.png``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-HERE = Path(__file__).resolve().parent
+from benchmarks import report
+from benchmarks.harness.machine import machine
+from benchmarks.harness.paths import RESULTS
+from benchmarks.harness.replay import standalone_proposer
 
 
 def base_texts() -> list[str]:
@@ -83,7 +86,6 @@ def step_cost(prop, rows, lengths, reps: int = 30, blocks: int = 7) -> tuple[flo
 
 
 def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path) -> dict:
-    from benchmarks.replay import standalone_proposer
     from tasc_vllm.config import TascConfig
     from tasc_vllm.index.index_file import read_index, write_index
     from tasc_vllm.index.ngram_cache import load_tokenized
@@ -121,36 +123,6 @@ def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path
     }
 
 
-def plot(rows: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r["tokens"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, [r["us_per_row_step"] for r in rows], marker="o", label="defaults (batch 64 drafts short)")
-    if all("us_per_row_step_long" in r for r in rows):
-        axes[0].plot(x, [r["us_per_row_step_long"] for r in rows], marker="o",
-                     label="TASC_STEP_OVERHEAD=0 (long drafts)")
-        axes[0].legend(fontsize=8)
-    axes[0].set_ylabel("µs per request per step")
-    axes[0].set_ylim(bottom=0)
-    axes[1].plot(x, [r["build_seconds"] for r in rows], marker="o", label="build (tokenize + table)")
-    axes[1].plot(x, [r["load_seconds"] for r in rows], marker="o", label="load (cached)")
-    axes[1].set_ylabel("seconds")
-    axes[1].legend(fontsize=8)
-    axes[2].plot(x, [r["table_mib"] + r["tokens_mib"] for r in rows], marker="o")
-    axes[2].set_ylabel("MiB in memory (table + tokens)")
-    for a in axes:
-        a.set_xscale("log")
-        a.set_xlabel("corpus tokens")
-    fig.suptitle("TASC-spec corpus scaling")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,100000,1000000,10000000")
@@ -176,19 +148,15 @@ def main(argv=None) -> int:
             corpus = grow(texts, size, tpc)
             results.append(measure(size, corpus, tokenizer, rows, lengths, Path(d)))
             tqdm.write(json.dumps(results[-1]))
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    from benchmarks.report import write_report
-    from benchmarks.run import machine
+    RESULTS.mkdir(exist_ok=True)
     from tasc_vllm.paths import write_atomic
 
     out = {"name": "scaling", "started_unix": int(t0), "seconds": time.time() - t0, "machine": machine(),
            "settings": {"sizes": sizes, "batch_rows": int(rows.shape[0]), "num_speculative_tokens": 8,
                         "max_order": 8, "task": "usaddress"},
            "rows": results}
-    write_atomic(out_dir / "scaling.json", json.dumps(out, indent=1).encode())
-    plot(results, out_dir / "scaling.png")
-    print(f"wrote {out_dir / 'scaling.json'}, scaling.png and {write_report()}")
+    write_atomic(RESULTS / "scaling.json", json.dumps(out, indent=1).encode())
+    print(f"wrote {RESULTS / 'scaling.json'} and {report.write_report()} (with scaling.png)")
     return 0
 
 

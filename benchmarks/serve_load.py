@@ -8,7 +8,8 @@ client, and one prompt sent many times at once.  While it runs, the server's mem
 API process and its engine process) is sampled every second.  A second, greedy-only phase
 is compared token for token with a plain engine (fp32, no speculation).
 
-Writes ``benchmarks/results/serve-load.json``; ``tests/test_serve.py`` runs a small version.
+Writes ``benchmarks/results/serve-load.json`` and regenerates ``benchmarks/RESULTS.md``;
+``tests/test_serve.py`` runs a small version.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.server import vllm_server
+from benchmarks import report
+from benchmarks.harness.machine import machine
+from benchmarks.harness.paths import RESULTS
+from benchmarks.harness.server import vllm_server
 from tasc_vllm.index.index_file import write_index
 from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
 from tasc_vllm.eval.tasks import get_task
@@ -42,9 +46,11 @@ def task_index(folder: Path) -> Path:
 
 @contextmanager
 def serve(model: str, index: Path, folder: Path, *, max_model_len: int, max_num_seqs: int, timeout: float = 600):
-    """A running ``vllm serve`` with TASC-spec (fp32); yields ``{"base", "proc", "log"}``."""
+    """A running ``vllm serve`` with TASC-spec (fp32) over ``index`` (given in vLLM's
+    ``--additional-config``); yields ``{"base", "proc", "log"}``."""
     with vllm_server(model, folder / "server.log", spec=SPEC, dtype="float32", max_model_len=max_model_len,
-                     max_num_seqs=max_num_seqs, env={"TASC_INDEX": str(index)}, timeout=timeout) as srv:
+                     max_num_seqs=max_num_seqs, additional_config={"tasc": {"index": str(index)}},
+                     timeout=timeout) as srv:
         yield srv
 
 
@@ -165,7 +171,6 @@ def main(argv=None) -> int:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from benchmarks.run import RESULTS, machine
     from tasc_vllm.eval.models import materialize
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +191,7 @@ def main(argv=None) -> int:
     mixed = build_requests(tokenizer, args.requests, max_model_len=args.max_model_len, per_task=16,
                            lengths=(1, 8, 64, 128, 256, 512))
     t0 = time.time()
-    out = {"name": "serve-load", "machine": machine(), "settings": vars(args), "phases": []}
+    out = {"name": "serve-load", "started_unix": int(t0), "machine": machine(), "settings": vars(args), "phases": []}
     with serve(model, served, folder, max_model_len=args.max_model_len, max_num_seqs=args.concurrency) as srv:
         served.unlink()  # deleting the index while serving changes nothing until restart
         pid = srv["proc"].pid
@@ -229,6 +234,7 @@ def main(argv=None) -> int:
     print(json.dumps({k: v for k, v in out.items() if k != "phases"} |
                      {"phases": [{k: v for k, v in ph.items() if k not in ("memory_mib", "errors")} for ph in out["phases"]]},
                      indent=1))
+    print(f"wrote {path} and {report.write_report()}")
     return 0
 
 

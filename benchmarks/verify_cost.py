@@ -6,20 +6,22 @@ drafted tokens it verifies, measured directly.
 
 One engine (eager, bf16, k = the longest length) serves held-out prompts of a task (at
 batch B, the first ``--chunks`` groups of B of them that the prompts allow) with a
-drafter that proposes exactly L copies of one token after every step (:class:`FixedDrafts`).
+drafter that proposes exactly L copies of one token after every step
+(:class:`benchmarks.harness.fixed_drafts.FixedDrafts`).
 The drafts are wrong almost always, so every step verifies ``1 + L`` tokens per row and
 yields one; vLLM's own counters give the accepted drafts, so a step is counted as output
-tokens minus accepted ones, as in :mod:`benchmarks.step_cost`. L changes between
+tokens minus accepted ones, as in :mod:`benchmarks.harness.step_cost`. L changes between
 measurements through a file the drafter reads every step, so every length is measured in
 the same engine; the lengths are measured in turn, in reverse order on every other repeat.
 Every answer runs to ``--tokens`` (end of sequence ignored), and a first pass over the
 prompts fills vLLM's prefix cache, so prompt processing adds almost nothing to the steps.
 
-:mod:`benchmarks.step_cost` fits a cost per step and per drafted token to whole runs of
+:mod:`benchmarks.harness.step_cost` fits a cost per step and per drafted token to whole runs of
 different drafters; this measures the same curve, point by point, without a drafter's own
 choices in the way, and fits both a line and a knee (flat up to some L, then linear) to it:
-the knee is what ``TASC_FREE_DRAFT`` describes to the proposer. Writes
-``benchmarks/results/verify-cost.json`` and ``verify-cost.png``.
+the knee is what TASC-spec's ``free_draft`` setting describes to the proposer. Writes
+``benchmarks/results/verify-cost.json`` and regenerates ``benchmarks/RESULTS.md``, which
+draws ``verify-cost.png``.
 """
 
 from __future__ import annotations
@@ -34,31 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import RESULTS, machine
-
-LENGTH_FILE_ENV = "TASC_FIXED_DRAFTS_FILE"  # names the file holding L
-TOKEN_ENV = "TASC_FIXED_DRAFTS_TOKEN"  # the token drafted (default: the vocabulary's last)
-
-
-class FixedDrafts:
-    """A ``custom_class`` drafter that proposes L copies of one token for every decoding row;
-    L is read every step from the file named by ``TASC_FIXED_DRAFTS_FILE``."""
-
-    def __init__(self, vllm_config):
-        path = os.environ.get(LENGTH_FILE_ENV)
-        if not path:
-            raise RuntimeError(f"FixedDrafts needs {LENGTH_FILE_ENV} to name a file holding the draft length")
-        self.path = path
-        self.k = int(vllm_config.speculative_config.num_speculative_tokens)
-        vocab = int(vllm_config.model_config.get_vocab_size())
-        self.token = int(os.environ.get(TOKEN_ENV, vocab - 1))
-
-    def load_model(self, *args, **kwargs) -> None:
-        pass
-
-    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
-        length = min(self.k, int(Path(self.path).read_text()))
-        return [[self.token] * length if len(s) else [] for s in sampled_token_ids]
+from benchmarks import report
+from benchmarks.harness.fixed_drafts import CLASS_PATH, LENGTH_FILE_ENV
+from benchmarks.harness.machine import machine
+from benchmarks.harness.paths import RESULTS
 
 
 def fit_line(lengths, ms) -> tuple[float, float]:
@@ -132,10 +113,10 @@ def _measure(args, lengths: list[int], batches: list[int], length_file: Path) ->
     from tasc_vllm.eval.runner import SPEC_DECODE, _counters, render_prompts
     from tasc_vllm.eval.tasks import get_task
 
-    t_start = time.perf_counter()
+    t_start, started_unix = time.perf_counter(), int(time.time())
     llm = LLM(resolve_model(None), dtype=args.dtype, gpu_memory_utilization=0.3, enforce_eager=True,
               max_model_len=2048, max_num_seqs=max(batches), seed=0,
-              speculative_config={"method": "custom_class", "model": "benchmarks.verify_cost.FixedDrafts",
+              speculative_config={"method": "custom_class", "model": CLASS_PATH,
                                   "num_speculative_tokens": max(lengths)})
     task = get_task(args.task)
     examples = task.load("test")[: args.prompts]
@@ -165,63 +146,10 @@ def _measure(args, lengths: list[int], batches: list[int], length_file: Path) ->
         steps = (tokens - acc) / batch
         points.append({"repeat": rep, "batch_size": batch, "length": L, "seconds": seconds, "output_tokens": tokens,
                        "accepted": acc, "steps": steps, "ms_per_step": 1000 * seconds / steps})
-    return {"kind": "verify-cost", "machine": machine(),
+    return {"kind": "verify-cost", "name": args.name, "started_unix": started_unix, "machine": machine(),
             "settings": {"task": args.task, "prompts": len(prompts), "tokens": args.tokens, "lengths": lengths,
                          "batches": batches, "repeats": args.repeats, "dtype": args.dtype, "engines": "eager"},
             "points": points, "summary": summarize(points), "seconds": time.perf_counter() - t_start}
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = res["summary"]
-    fig, axes = plt.subplots(1, len(summary), figsize=(5.5 * len(summary), 4), squeeze=False)
-    for ax, s in zip(axes[0], summary):
-        b = s["batch_size"]
-        pts = [p for p in res["points"] if p["batch_size"] == b]
-        ax.scatter([p["length"] for p in pts], [p["ms_per_step"] for p in pts], s=14, color="tab:blue",
-                   label="measured (every repeat)")
-        xs = np.array(sorted({p["length"] for p in pts}))
-        ax.plot(xs, s["fit_step_ms"] + s["fit_ms_per_drafted_token"] * xs, color="tab:orange",
-                label=f"line: {s['fit_step_ms']:.1f} ms + {s['fit_ms_per_drafted_token']:.2f} ms x L")
-        if "knee_length" in s:
-            fine = np.linspace(xs[0], xs[-1], 200)
-            ax.plot(fine, s["knee_flat_ms"] + s["knee_ms_per_drafted_token"] * np.maximum(0, fine - s["knee_length"]),
-                    color="tab:green", linestyle="--",
-                    label=f"knee: {s['knee_flat_ms']:.1f} ms up to L={s['knee_length']}, "
-                          f"then {s['knee_ms_per_drafted_token']:.2f} ms per token")
-        ax.set_xlabel("drafted tokens per row verified in a step (L)")
-        ax.set_ylabel("ms per step")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"batch {b}: a step's cost by draft length")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def section(file_name: str, res: dict) -> list[str]:
-    """The RESULTS.md section for a ``verify-cost`` result file."""
-    s, m = res["settings"], res["machine"]
-    lengths = [str(L) for L in s["lengths"]]
-    lines = [f"## Verification cost: `{file_name}`", "",
-             f"{m.get('cores')} cores, {m.get('cpu')}; {s['task']}, {s['prompts']} held-out prompts, "
-             f"{s['tokens']} tokens each, every draft rejected; dtype {s['dtype']}, engines {s['engines']}; "
-             f"{s['repeats']} repeats; {res['seconds'] / 60:.1f} min in all.", "",
-             f"![{Path(file_name).stem}.png](results/{Path(file_name).stem}.png)", "",
-             "Milliseconds per step (median of the repeats) by drafted tokens per row, L:", "",
-             "| batch | " + " | ".join(f"L={L}" for L in lengths) + " | line: step + per drafted token "
-             "| knee: flat up to L, then per drafted token |",
-             "| --- | " + " | ".join("---" for _ in lengths) + " | --- | --- |"]
-    for row in res["summary"]:
-        cells = " | ".join(f"{row['median_ms_per_step'][L]:.1f}" for L in lengths)
-        lines.append(f"| {row['batch_size']} | {cells} | {row['fit_step_ms']:.1f} ms + "
-                     f"{row['fit_ms_per_drafted_token']:.2f} ms x L | {row['knee_flat_ms']:.1f} ms up to "
-                     f"L={row['knee_length']}, then {row['knee_ms_per_drafted_token']:.2f} ms |")
-    return lines + [""]
 
 
 def main(argv=None) -> int:
@@ -241,9 +169,7 @@ def main(argv=None) -> int:
     res = measure(args)
     out = RESULTS / f"{args.name}.json"
     out.write_text(json.dumps(res, indent=1))
-    from benchmarks.report import write_report
-
-    write_report()  # draws the plot too
+    report.write_report()  # draws the plot too
     for row in res["summary"]:
         print(f"batch {row['batch_size']}: " + ", ".join(f"L={L} {v:.1f} ms" for L, v in row["median_ms_per_step"].items())
               + f"; line {row['fit_step_ms']:.1f} ms + {row['fit_ms_per_drafted_token']:.2f} ms per drafted token"

@@ -1,10 +1,10 @@
-"""benchmarks.followers: the widest n-gram candidate sets, checked against a brute-force scan."""
+"""benchmarks.harness.followers: the widest n-gram candidate sets, checked against a brute-force scan."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.followers import SETS, ContextFollowers, RequestFollowers, wide_hits
+from benchmarks.harness.followers import SETS, ContextFollowers, RequestFollowers, wide_hits
 
 SPACE_TOKENS = (0,)  # token 0 plays a whitespace-only token
 SPACE = np.array([1, 0, 0, 0, 0, 0], dtype=np.uint8)

@@ -1,5 +1,6 @@
-"""benchmarks.headroom without an engine: the whitespace-free text match, the per-position
-scores of the proposer's sources, and the result file's settings check."""
+"""benchmarks.headroom and its measures (benchmarks.harness.ceilings) without an engine: the
+whitespace-free text match, the per-position scores of the proposer's sources, and the result
+file's settings check."""
 
 import json
 import re
@@ -8,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks.headroom import SHARES, check_settings, score_positions, text_match_guess, token_pieces
+from benchmarks.harness.ceilings import SHARES, score_positions, text_match_guess, token_pieces
+from benchmarks.headroom import check_settings
 from tasc_vllm.config import TascConfig
 from tasc_vllm.index.index_file import write_index
 from tasc_vllm.proposer import TascProposer
@@ -82,7 +84,7 @@ def _runs(batch, prefill=12.0, step=0.035, per_draft=0.002):
 
 
 def test_engine_terms_price_every_scenario_and_the_default_rule_at_batch_1_only():
-    from benchmarks.headroom import engine_terms
+    from benchmarks.harness.ceilings import engine_terms
 
     one = engine_terms(_stop(), _runs(1), "full.json")
     assert one["batch_size"] == 1 and one["source"] == "full.json"
@@ -96,7 +98,7 @@ def test_engine_terms_price_every_scenario_and_the_default_rule_at_batch_1_only(
 
 
 def test_engine_terms_price_the_wider_candidate_sets_between_the_sources_and_the_oracle():
-    from benchmarks.headroom import engine_terms
+    from benchmarks.harness.ceilings import engine_terms
 
     stop = _stop()
     stop["wide_longest"] = dict(stop["any_candidate"], steps=1200, drafted=5800, accepted=5800)
@@ -124,15 +126,15 @@ def test_engine_results_are_named_with_their_batch_and_checked(tmp_path, monkeyp
 
 
 def test_engine_runs_that_cannot_price_the_drafts_are_named():
-    from benchmarks.headroom import engine_terms
+    from benchmarks.harness.ceilings import engine_terms
 
     with pytest.raises(ValueError, match="full.json, batch 1: need plain decoding"):
         engine_terms(_stop(), _runs(1)[1:], "full.json")
 
 
 def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(tmp_path, tokenizer, isolated_cache):
-    from benchmarks.ft import drafting_ceilings
-    from benchmarks.report import _ft_ceilings
+    from benchmarks.harness.ceilings import drafting_ceilings
+    from benchmarks.sections.ft import ft_ceilings
 
     index = write_index(ANSWERS, tmp_path / "calls.tasc")
     prompts = [tokenizer.encode(f"Call area with base {b} and height {h}.") for b, h in [(8, 6), (2, 9)]]
@@ -155,7 +157,7 @@ def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(
     for r in runs:
         r["speedup_requests"] = 2.0 * r["requests_per_second"] / runs[0]["requests_per_second"]
     res = {"settings": {"k": 8}, "speed": runs, "ceilings": {"tasc-ft": got}}
-    lines = _ft_ceilings(res)
+    lines = ft_ceilings(res)
     row = next(line for line in lines if line.startswith("| tasc-ft |"))
     assert f"**{2 * m['any_candidate']:.2f}x**" in row and f"{2 * m['oracle']:.2f}x" in row
     assert any(line.startswith("Engine costs: tasc-ft: prompt processing 0.5 s, 35.0 ms a step") for line in lines)
@@ -163,12 +165,12 @@ def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(
     alone = drafting_ceilings(tokenizer, cfg, prompts, outputs, 8, runs[:2], "ft-test")
     assert "engine" not in alone and "ft-test, batch 1: need plain decoding" in alone["no_engine_terms"]
     res["ceilings"]["tasc-ft"] = alone
-    assert any("Not priced" in line and "ft-test" in line for line in _ft_ceilings(res))
+    assert any("Not priced" in line and "ft-test" in line for line in ft_ceilings(res))
 
 
 def test_engine_terms_count_steps_as_the_fit_does_so_the_oracle_is_priced_as_measured():
-    from benchmarks.headroom import engine_terms
-    from benchmarks.step_cost import perfect_drafts
+    from benchmarks.harness.ceilings import engine_terms
+    from benchmarks.harness.step_cost import perfect_drafts
 
     # short answers whose last draft reaches the end: the replay counts a step more per answer
     # than output tokens minus accepted ones, which is all vLLM's counters show

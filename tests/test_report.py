@@ -6,6 +6,8 @@ from pathlib import Path
 
 import benchmarks.report as report
 import benchmarks.run as run
+from benchmarks.harness.methods import keeps_state, methods_order
+from benchmarks.sections.common import resumed, spread
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,8 +20,7 @@ def test_committed_report_is_generated_from_the_committed_results(tmp_path, monk
     for path in committed:
         shutil.copy(path, results)
     monkeypatch.setattr(report, "HERE", tmp_path)
-    monkeypatch.setattr(report, "RESULTS", results)
-    monkeypatch.setattr(run, "RESULTS", results)  # the online and offline plots write there
+    monkeypatch.setattr(report, "RESULTS", results)  # the sections draw their plots there
 
     text = report.write_report().read_text()
 
@@ -29,28 +30,38 @@ def test_committed_report_is_generated_from_the_committed_results(tmp_path, monk
     assert images
     for png in images:
         assert (REPO / "benchmarks" / "results" / png).exists(), f"{png} is linked but not committed"
-    drawn = sorted(results.glob("*.png"))  # the plots the report draws itself (scaling.png comes with its run)
+    drawn = sorted(results.glob("*.png"))  # the plots the report draws itself
     assert len(drawn) >= len(images) - 1
     assert all(png.stat().st_size > 10_000 for png in drawn)
     for path in committed:  # every result file has its section
         if path.name.startswith("replay-greedy-"):
             continue  # recorded outputs that benchmarks.replay drafts over: its input, not a result
         assert path.name in text or path.stem in text, path.name
+    # the canonical files have their sections; the others are listed, not rendered
+    for name in report.CANONICAL_FILES:
+        assert (REPO / "benchmarks" / "results" / name).exists(), f"{name} is not committed"
+        assert re.search(rf"^## .*`{re.escape(name)}`", text, re.M), name
+    others = report.other_files(results)
+    assert set(others).isdisjoint(report.CANONICAL_FILES)
+    for name in others:
+        assert f"- `{name}`" in text and not re.search(rf"^## .*`{re.escape(name)}`", text, re.M), name
 
 
 def test_tasc_variants_name_their_settings_and_bad_ones_fail_before_any_engine():
     import pytest
 
-    from benchmarks.run import main, tasc_variant
+    from benchmarks.harness.methods import tasc_variant
+    from benchmarks.run import main
 
     assert tasc_variant("tasc") == ("tasc", {})
     assert tasc_variant("ngram") == ("ngram", {})
-    assert tasc_variant("tasc@threshold=0.2+calibrate=0") == (
-        "tasc", {"TASC_THRESHOLD": "0.2", "TASC_CALIBRATE": "0"})
+    assert tasc_variant("tasc@threshold=0.2+calibrate=0") == ("tasc", {"threshold": 0.2, "calibrate": 0})
     assert tasc_variant("tasc-self@step_overhead=6")[0] == "tasc-self"
+    # values are JSON where they parse, else text; a string setting keeps its text
+    assert tasc_variant("tasc@stop_rule=first+stats_path=2024") == ("tasc", {"stop_rule": "first", "stats_path": "2024"})
     for bad, message in [("tasc@thresold=0.2", "unknown TASC setting"), ("tasc@threshold", "expected NAME=VALUE"),
                          ("ngram@threshold=0.2", "only tasc and tasc-self"), ("tasc@threshold=2", "threshold must be in"),
-                         ("tasc@calibrate=x", "calibrate must be int")]:
+                         ("tasc@calibrate=x", "'calibrate' must be int")]:
         with pytest.raises(Exception, match=message):
             tasc_variant(bad)
     with pytest.raises(SystemExit):
@@ -63,7 +74,7 @@ def test_ft_methods_are_checked_before_any_checkpoint_or_engine(capsys):
     import pytest
 
     from benchmarks.ft import main
-    from benchmarks.report import _ft_spec
+    from benchmarks.sections.ft import ft_spec
 
     for methods, message in [("tasc,oracle", "need none"), ("none,ngram", "need none and known methods"),
                              ("none,tasc@thresold=0.2", "unknown TASC setting"),
@@ -71,17 +82,17 @@ def test_ft_methods_are_checked_before_any_checkpoint_or_engine(capsys):
         with pytest.raises(SystemExit):
             main(["--task", "bfcl", "--methods", methods])
         assert message in capsys.readouterr().err
-    assert _ft_spec("tasc@threshold=0.2+calibrate=0") == "TASC-spec (threshold=0.2, calibrate=0)"
-    assert _ft_spec("oracle") == "oracle"
+    assert ft_spec("tasc@threshold=0.2+calibrate=0") == "TASC-spec (threshold=0.2, calibrate=0)"
+    assert ft_spec("oracle") == "oracle"
 
 
 def test_ft_plot_gives_each_variant_its_own_colour():
-    from benchmarks.report import _FT_COLOR, _ft_colors
+    from benchmarks.sections.ft import FT_COLOR, ft_colors
 
-    colors = _ft_colors(["none", "tasc@threshold=0.2", "tasc", "tasc@calibrate=0", "oracle", "tasc@threshold=0.2"])
-    assert {m: colors[m] for m in _FT_COLOR} == _FT_COLOR
+    colors = ft_colors(["none", "tasc@threshold=0.2", "tasc", "tasc@calibrate=0", "oracle", "tasc@threshold=0.2"])
+    assert {m: colors[m] for m in FT_COLOR} == FT_COLOR
     variant_colors = [colors["tasc@threshold=0.2"], colors["tasc@calibrate=0"]]
-    assert len(set(variant_colors)) == 2 and not set(variant_colors) & set(_FT_COLOR.values())
+    assert len(set(variant_colors)) == 2 and not set(variant_colors) & set(FT_COLOR.values())
 
 
 def test_online_methods_take_tasc_variants_and_refuse_bad_ones_before_any_server(capsys):
@@ -149,7 +160,7 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
         measured.append(task_name)
         if task_name == "humaneval" and len(measured) == 2:
             raise KeyboardInterrupt  # the run is cut short in its last task
-        bar.update(len(args.batches) * len(run.methods_order(args.methods)))
+        bar.update(len(args.batches) * len(methods_order(args.methods)))
         return {"task": task_name, "num_prompts": 2, "runs": [{"method": "none", "batch_size": 1}]}
 
     monkeypatch.setattr(run, "bench_task", fake_bench_task)
@@ -175,7 +186,7 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     assert [i["tasks"] for i in done["invocations"]] == [["bfcl"], ["humaneval"]]
     assert done["seconds"] >= first["seconds"]
     assert "resumed" in (tmp_path / "r-engines.log").read_text()
-    assert "2 invocations" in report._resumed(done) and report._resumed(first) == ""
+    assert "2 invocations" in resumed(done) and resumed(first) == ""
 
     assert run.main(argv + ["--resume"]) == 0  # finished: nothing measured, the file kept
     assert len(measured) == 3 and json.loads(path.read_text()) == done
@@ -215,8 +226,8 @@ def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(
     tasc = [r for r in res["runs"] if r["method"] == "tasc"]
     assert [r["repeat"] for r in tasc] == [0, 1, 2]
     assert [r["speedup_requests"] for r in tasc] == [2.0, 3.0, 3.0]  # 20/10, 15/5, 30/10
-    assert report._spread([r["speedup_requests"] for r in tasc]) == "3.00 (2.00 to 3.00)"
-    assert report._spread([1.5]) == "1.50" and report._spread([None]) == "-"
+    assert spread([r["speedup_requests"] for r in tasc]) == "3.00 (2.00 to 3.00)"
+    assert spread([1.5]) == "1.50" and spread([None]) == "-"
 
 
 def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_size(tmp_path, monkeypatch, tokenizer):
@@ -242,7 +253,7 @@ def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_si
                        ("tasc", [1]), ("tasc", [16]), ("tasc@threshold=0.2", [1]), ("tasc@threshold=0.2", [16]),
                        ("oracle", [1, 16])]
     assert len(res["runs"]) == 2 * len(methods)
-    assert run.keeps_state("tasc-self") and not run.keeps_state("oracle")
+    assert keeps_state("tasc-self") and not keeps_state("oracle")
 
 
 def test_repeats_must_be_positive_and_old_files_resume_as_one_repeat(tmp_path, monkeypatch, capsys):
@@ -259,3 +270,43 @@ def test_repeats_must_be_positive_and_old_files_resume_as_one_repeat(tmp_path, m
     assert run.load_unfinished(tmp_path / "old.json", settings) is not None
     with pytest.raises(ValueError, match="repeats: 1 there, 2 now"):
         run.load_unfinished(tmp_path / "old.json", {**settings, "repeats": 2})
+
+
+def test_tasc_settings_reach_the_engine_in_additional_config(tmp_path, monkeypatch):
+    """`benchmarks.run` passes a variant's settings, the index and the stats file in the runner
+    spec's "tasc" (vLLM's additional_config["tasc"]) and records the settings in effect; the
+    oracle keeps its file in the environment."""
+    import tasc_vllm.eval.runner
+
+    specs = []
+
+    def fake_run_in_subprocess(spec, log_path=None):
+        specs.append(spec)
+        return {"runs": [{"batch_size": b} for b in spec["batch_sizes"]]}
+
+    monkeypatch.setattr(tasc_vllm.eval.runner, "run_in_subprocess", fake_run_in_subprocess)
+    monkeypatch.delenv("TASC_THRESHOLD", raising=False)
+    ctx = {"dir": str(tmp_path), "index": "/x.tasc", "self_index": "/self.tasc", "oracle": "/o.json"}
+    (got,) = run.run_method("tasc@threshold=0.2+calibrate=0", {"batch_sizes": [1]}, ctx, tmp_path / "log")
+    stats = str(tmp_path / "tasc-stats-tasc@threshold=0.2+calibrate=0.json")
+    assert specs[-1]["method"] == "tasc" and "env" not in specs[-1]
+    assert specs[-1]["tasc"] == {"threshold": 0.2, "calibrate": 0, "index": "/x.tasc", "stats_path": stats}
+    assert got["tasc_settings"]["threshold"] == 0.2 and got["tasc_settings"]["calibrate"] == 0
+    assert got["tasc_settings"]["index"] == "/x.tasc" and got["method"] == "tasc@threshold=0.2+calibrate=0"
+    run.run_method("tasc-self", {"batch_sizes": [1]}, ctx, tmp_path / "log")
+    assert specs[-1]["tasc"]["index"] == "/self.tasc"
+    run.run_method("oracle", {"batch_sizes": [1]}, ctx, tmp_path / "log")
+    assert specs[-1]["env"] == {"TASC_ORACLE_FILE": "/o.json"} and "tasc" not in specs[-1]
+
+
+def test_online_servers_get_tasc_settings_as_additional_config():
+    from pathlib import Path
+
+    from benchmarks.online import server_config
+
+    spec, extra = server_config("tasc-static", 8, Path("/x.tasc"))
+    assert spec["model"] == "tasc_vllm.TascProposer" and spec["num_speculative_tokens"] == 8
+    assert extra == {"tasc": {"learn_entries": 0, "index": "/x.tasc"}}
+    assert server_config("tasc@threshold=0.2", 8, Path("/x.tasc"))[1] == {"tasc": {"threshold": 0.2, "index": "/x.tasc"}}
+    assert server_config("ngram", 8, Path("/x.tasc"))[1] is None
+    assert server_config("none", 8, Path("/x.tasc")) == (None, None)

@@ -65,7 +65,7 @@ def test_vllm_bench_serve_drives_the_server_and_counts_drafts(server, tokenizer)
     """The online benchmark's path: vLLM's own ``vllm bench serve`` with a custom dataset of
     task prompts against the TASC server, and the spec-decode counters read from /metrics."""
     from benchmarks.online import bench_serve, summarize, write_dataset
-    from benchmarks.server import counter_delta, spec_counters
+    from benchmarks.harness.server import counter_delta, spec_counters
     from tasc_vllm.eval.tasks import get_task
 
     task = get_task("usaddress")

@@ -1,9 +1,9 @@
-"""benchmarks.step_cost: the engine's step costs fitted to measured runs, and the counts of
+"""benchmarks.harness.step_cost: the engine's step costs fitted to measured runs, and the counts of
 perfect drafts."""
 
 import pytest
 
-from benchmarks.step_cost import fit_step_cost, perfect_drafts
+from benchmarks.harness.step_cost import fit_step_cost, perfect_drafts
 
 
 def _run(seconds, tokens, drafted=0, accepted=0, batch=1, method="x"):

@@ -5,7 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks.verify_cost import LENGTH_FILE_ENV, TOKEN_ENV, FixedDrafts, fit_knee, fit_line, section, summarize
+from benchmarks.harness.fixed_drafts import LENGTH_FILE_ENV, TOKEN_ENV, FixedDrafts
+from benchmarks.sections.verify_cost import section
+from benchmarks.verify_cost import fit_knee, fit_line, summarize
 
 
 def _config(k=8, vocab=100):

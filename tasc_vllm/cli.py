@@ -56,7 +56,8 @@ def _cmd_task_export(args) -> None:
 def _cmd_demo(args) -> None:
     from tasc_vllm.eval.demo import run_demo
 
-    run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task)
+    run_demo(num_prompts=args.prompts, k=args.k, batch_size=args.batch, task_name=args.task,
+             finetune_steps=args.finetune_steps, json_path=args.json)
 
 
 def _cmd_enrich(args) -> None:
@@ -97,11 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_enrich_arguments(e)
     e.set_defaults(func=_cmd_enrich)
 
-    d = sub.add_parser("demo", help="vLLM without and with TASC-spec on held-out prompts of the default task")
+    d = sub.add_parser("demo", help="the default model fine-tuned on the default task, served by vLLM without and with TASC-spec")
     d.add_argument("--prompts", type=int, default=32, help="held-out prompts to run (default 32)")
     d.add_argument("--k", type=int, default=8, help="num_speculative_tokens (default 8)")
     d.add_argument("--batch", type=int, default=1, help="concurrent requests (default 1)")
     d.add_argument("--task", default="usaddress")
+    d.add_argument("--finetune-steps", type=int, default=100,
+                   help="steps of the fine-tune the demo serves (default 100; built once, then cached)")
+    d.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the summary table (method, model, tokens/s, speed-up, task score) as JSON")
     d.set_defaults(func=_cmd_demo)
     return p
 

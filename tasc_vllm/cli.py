@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from tasc_vllm.errors import TascError
+from tasc_vllm.errors import exit_code
 
 
 def _cmd_model(args) -> None:
@@ -113,15 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except TascError as e:
-        print(f"tasc-vllm: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tasc-vllm: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_code("tasc-vllm", args.func, args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasc_vllm.errors import TascError
+from tasc_vllm.errors import TascError, exit_code
 
 WORK_SUFFIX = ".tasc-ft-work"
 FORMAT_VERSION = 1
@@ -516,16 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tools.enrich ARGS``: the same tool as ``tasc-vllm enrich ARGS``."""
     parser = argparse.ArgumentParser(prog="python -m tools.enrich", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        enrich(args)
-    except TascError as e:
-        print(f"tools.enrich: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tools.enrich: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_code("tools.enrich", enrich, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -132,19 +132,27 @@ class LoadedConfig:
     """The settings in effect and where each one that is not a default came from."""
 
     config: TascConfig
-    origins: dict = field(default_factory=dict)  # name -> "additional_config" or "TASC_NAME"
+    origins: dict = field(default_factory=dict)  # name -> "additional_config", "TASC_NAME" or "caller"
     overridden: dict = field(default_factory=dict)  # name -> the additional_config value the environment replaced
 
     def summary(self) -> str:
         """One line: every setting in effect, then the sources of those that are not defaults."""
         values = " ".join(f"{k}={v}" for k, v in self.config.to_dict().items())
         given = [name for name, where in self.origins.items() if where == "additional_config"]
-        envs = [f"{env_name(name)}" + (f" (over additional_config's {self.overridden[name]!r})"
-                                       if name in self.overridden else "")
-                for name, where in self.origins.items() if where != "additional_config"]
+        direct = [name for name, where in self.origins.items() if where == "caller"]
+        envs = [f"{where}" + (f" (over additional_config's {self.overridden[name]!r})" if name in self.overridden else "")
+                for name, where in self.origins.items() if where.startswith(ENV_PREFIX)]
         parts = [f"from additional_config: {', '.join(given)}"] if given else []
         parts += [f"from the environment: {', '.join(envs)}"] if envs else []
+        parts += [f"given by the caller: {', '.join(direct)}"] if direct else []
         return f"TASC-spec settings: {values}" + (f" ({'; '.join(parts)})" if parts else " (all defaults)")
+
+
+def given(config: TascConfig) -> LoadedConfig:
+    """Settings a caller built itself (a test, a replay): those that are not defaults are
+    marked as given by the caller."""
+    defaults = TascConfig().to_dict()
+    return LoadedConfig(config, {k: "caller" for k, v in config.to_dict().items() if v != defaults[k]})
 
 
 def _unknown(name: str, where: str) -> TascError:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasc_vllm.kernels.calibration import LastDrafts, new_calibration, observe_batch
-from tasc_vllm.config import LoadedConfig, TascConfig, resolve_config
+from tasc_vllm.config import TascConfig, given, resolve_config
 from tasc_vllm.kernels.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import read_index
@@ -57,7 +57,7 @@ class TascProposer:
         model_config = vllm_config.model_config
         self.k = int(spec.num_speculative_tokens)
         self.max_model_len = int(model_config.max_model_len)
-        loaded = LoadedConfig(config) if config is not None else resolve_config(
+        loaded = given(config) if config is not None else resolve_config(
             getattr(vllm_config, "additional_config", None))
         self.cfg = loaded.config
         if not self.cfg.index:

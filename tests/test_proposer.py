@@ -207,6 +207,9 @@ def test_config_from_additional_config_with_environment_overrides():
     assert "from additional_config: threshold, index" in line
     assert "TASC_MAX_ORDER (over additional_config's 6)" in line
     assert resolve_config(None, environ={}).summary().endswith("(all defaults)")
+    from tasc_vllm.config import given
+
+    assert given(TascConfig(index="b.tasc", alpha=2.0)).summary().endswith("(given by the caller: index, alpha)")
     assert load_config({}, environ={}) == TascConfig()
     # an int is a valid float, a whole float a valid int
     assert load_config({"tasc": {"threshold": 1, "calibrate": 2.0}}, environ={}).calibrate == 2

@@ -101,6 +101,7 @@ class TascProposer:
         self._last_drafts = LastDrafts(max_rows, max(self.k, 1))
         self.stats = {"calls": 0, "rows": 0, "drafted_rows": 0, "draft_tokens": 0, "seconds": 0.0, "errors": 0,
                       "learned": 0, "learned_contexts": 0, "scored_drafts": 0}
+        self._view = self.table.view  # the kernels' view of the arrays learning fills in place
         self._warm_up()
         self.load_seconds = time.perf_counter() - t0
         logger.info(
@@ -120,23 +121,23 @@ class TascProposer:
 
     def _warm_up(self) -> None:
         """Compile the drafting kernel for the dtypes vLLM passes, before serving starts."""
+        params = draft_params(self.cfg, 1, self.vocab_size)
         for dtype in (np.int32, np.int64):
             toks = np.zeros((1, 8), dtype=dtype)
             draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
-                        self.table.view, draft_params(self.cfg, 1, self.vocab_size), self.space, self.calibration,
+                        self._view, params, self.space, self.calibration,
                         self._out[:1], self._out_len[:1], self._out_conf[:1])
             # zero new tokens: compiles, learns nothing
-            self._observe(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks)
+            self._observe(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks, params)
 
-    def _observe(self, rows, lengths, new_tokens, token_ids) -> None:
+    def _observe(self, rows, lengths, new_tokens, token_ids, params) -> None:
         """Score the sources on the new tokens (calibration), then count them (learning)."""
-        c, t = self.cfg, self.table.view
+        c, t = self.cfg, self._view
         if c.calibrate >= 2:
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
         if c.calibrate:
-            observe_batch(rows, lengths, new_tokens, token_ids, t, draft_params(c, len(rows), self.vocab_size),
-                          self.space, self.calibration)
+            observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
             self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, t, c.max_order,
                                                      self._used))
@@ -181,8 +182,9 @@ class TascProposer:
     def _propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu):
         n = len(sampled_token_ids)
         lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
+        params = draft_params(self.cfg, n, self.vocab_size)
         if self.cfg.calibrate or self._used is not None:
-            self._observe_new_tokens(sampled_token_ids, lengths, token_ids_cpu)
+            self._observe_new_tokens(sampled_token_ids, lengths, token_ids_cpu, params)
         rows, limits = [], []
         for i in range(n):
             if not len(sampled_token_ids[i]):
@@ -199,9 +201,8 @@ class TascProposer:
             self._out_conf = np.zeros((m, self._out.shape[1]), dtype=np.float64)
         rows_arr = np.asarray(rows, dtype=np.int64)
         if m:
-            draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64), self.table.view,
-                        draft_params(self.cfg, n, self.vocab_size), self.space, self.calibration,
-                        self._out, self._out_len, self._out_conf)
+            draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64), self._view,
+                        params, self.space, self.calibration, self._out, self._out_len, self._out_conf)
         out, out_len = self._out, self._out_len
         if self.cfg.calibrate >= 2:
             self._last_drafts.remember(n, rows_arr, lengths, out, out_len, self._out_conf)
@@ -213,14 +214,14 @@ class TascProposer:
                 self.stats["draft_tokens"] += L
         return drafts
 
-    def _observe_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu) -> None:
+    def _observe_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu, params) -> None:
         """Observe the tokens each row gained this step (the ends of their contexts)."""
         gained = [(i, len(s)) for i, s in enumerate(sampled_token_ids) if len(s)]
         if not gained:
             return
         rows = np.fromiter((i for i, _ in gained), dtype=np.int64, count=len(gained))
         new = np.fromiter((g for _, g in gained), dtype=np.int64, count=len(gained))
-        self._observe(rows, lengths, new, token_ids_cpu)
+        self._observe(rows, lengths, new, token_ids_cpu, params)
 
     def _maybe_write_stats(self) -> None:
         now = time.monotonic()

@@ -119,7 +119,8 @@ class TascConfig:
 
 
 SETTINGS = tuple(f.name for f in fields(TascConfig))
-_TYPES = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(TascConfig)}
+# each setting's type: int, float or str
+SETTING_TYPES = {f.name: {"int": int, "float": float, "str": str}[f.type] for f in fields(TascConfig)}
 
 
 def env_name(name: str) -> str:
@@ -161,7 +162,7 @@ def _unknown(name: str, where: str) -> TascError:
 
 def _from_json(name: str, value, where: str):
     """A value given in additional_config, checked against the setting's type."""
-    typ = _TYPES[name]
+    typ = SETTING_TYPES[name]
     ok = (
         (typ is str and isinstance(value, str))
         or (typ is float and isinstance(value, (int, float)) and not isinstance(value, bool))
@@ -173,7 +174,7 @@ def _from_json(name: str, value, where: str):
 
 
 def _from_env(name: str, raw: str, var: str):
-    typ = _TYPES[name]
+    typ = SETTING_TYPES[name]
     try:
         if typ is int:
             return int(float(raw)) if float(raw).is_integer() else int(raw)
@@ -204,7 +205,7 @@ def resolve_config(additional_config=None, environ: Mapping | None = None) -> Lo
     overridden: dict = {}
     where = f'additional_config["{SECTION}"]'
     for name, value in settings_section(additional_config).items():
-        if name not in _TYPES:
+        if name not in SETTING_TYPES:
             raise _unknown(name, where)
         values[name] = _from_json(name, value, f"{where}.{name}")
         origins[name] = "additional_config"
@@ -212,7 +213,7 @@ def resolve_config(additional_config=None, environ: Mapping | None = None) -> Lo
         if not var.startswith(ENV_PREFIX) or var in OTHER_ENV:
             continue
         name = var[len(ENV_PREFIX):].lower()
-        if name not in _TYPES:
+        if name not in SETTING_TYPES:
             raise _unknown(name, f"environment variable {var}")
         if raw == "":
             continue

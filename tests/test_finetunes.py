@@ -8,6 +8,7 @@ import pytest
 from tasc_vllm.errors import TascError
 from tasc_vllm.eval import finetunes
 from tasc_vllm.eval.finetunes import FILES, finetune
+from tools.ft_data import file_sha256
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def fake_enrich(isolated_cache, monkeypatch):
         out.mkdir()
         for name in FILES:
             (out / name).write_text("{}")
-        settings = {"model": args["--model"], "data_sha256": finetunes._sha256(finetunes.Path(args["--data"])),
+        settings = {"model": args["--model"], "data_sha256": file_sha256(args["--data"]),
                     "enrich": "--no-enrich" not in cmd}
         (out / "tasc_ft.json").write_text(json.dumps({"settings": settings}))
         builds.append(cmd)

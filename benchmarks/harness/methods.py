@@ -31,12 +31,9 @@ def tasc_variant(method: str) -> tuple[str, dict]:
     A malformed item, a setting on another method or an unknown setting raises ValueError
     naming it; a bad value raises :class:`tasc_vllm.errors.TascError` (from
     :func:`tasc_vllm.config.load_config`), before any engine starts."""
-    from dataclasses import fields
+    from tasc_vllm.config import SETTING_TYPES as types
+    from tasc_vllm.config import load_config
 
-    from tasc_vllm.config import TascConfig, load_config
-
-    named = {"int": int, "float": float, "str": str}
-    types = {f.name: f.type if isinstance(f.type, type) else named.get(f.type) for f in fields(TascConfig)}
     base, _, spec = method.partition("@")
     items = []
     for item in filter(None, spec.split("+")):

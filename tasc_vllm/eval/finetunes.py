@@ -24,10 +24,6 @@ from tasc_vllm.paths import cache_dir
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tasc_ft.json")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def task_splits(task_name: str) -> tuple[Path, Path]:
     """The task's train and test splits as JSONL in its fine-tune cache folder (written anew
     each time, atomically; a task without a train split is an error that names it)."""
@@ -42,7 +38,7 @@ def task_splits(task_name: str) -> tuple[Path, Path]:
     return train, test
 
 
-def _matches(out: Path, train: Path, base_model: str, enrich: bool) -> str | None:
+def _matches(out: Path, train_sha256: str, base_model: str, enrich: bool) -> str | None:
     """Why the cached entry ``out`` cannot be used, or None when it can."""
     missing = [f for f in FILES if not (out / f).is_file()]
     if missing:
@@ -51,7 +47,7 @@ def _matches(out: Path, train: Path, base_model: str, enrich: bool) -> str | Non
         settings = json.loads((out / "tasc_ft.json").read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"its tasc_ft.json is unreadable ({e})"
-    if settings.get("data_sha256") != _sha256(train):
+    if settings.get("data_sha256") != train_sha256:
         return "built from other train data"
     if settings.get("model") != base_model or settings.get("enrich") != enrich:
         return "built from another model or with other settings"
@@ -70,18 +66,20 @@ def finetune(task_name: str, flags: list[str], name: str, model: str | None = No
     (e.g. "fine-tuned", "tasc-ft")."""
     from tasc_vllm.eval.models import resolve_model
     from tools.enrich import FORMAT_VERSION
+    from tools.ft_data import file_sha256
 
     train, test = task_splits(task_name)
     check = "--check-test" in flags
     base_model = resolve_model(model, progress=not quiet)
-    key = {"model": base_model, "flags": list(flags), "train": _sha256(train),
-           "test": _sha256(test) if check else None, "version": FORMAT_VERSION}
+    train_sha256 = file_sha256(train)
+    key = {"model": base_model, "flags": list(flags), "train": train_sha256,
+           "test": file_sha256(test) if check else None, "version": FORMAT_VERSION}
     flags = [f for f in flags if f != "--check-test"] + (["--check-data", str(test)] if check else [])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     out = train.parent / f"{name}-{digest}"
     enrich = "--no-enrich" not in flags
     if out.exists():
-        why = _matches(out, train, base_model, enrich)
+        why = _matches(out, train_sha256, base_model, enrich)
         if why is None:
             return out
         print(f"the cached fine-tune {out} is {why}: building it again", file=sys.stderr)
@@ -92,7 +90,7 @@ def finetune(task_name: str, flags: list[str], name: str, model: str | None = No
     if _build(cmd) != 0:
         raise TascError(f"building the fine-tune {out} failed (python -m tools.enrich {' '.join(flags)}); "
                         "run the same command again to resume it")
-    why = _matches(out, train, base_model, enrich)
+    why = _matches(out, train_sha256, base_model, enrich)
     if why is not None:
         raise TascError(f"the fine-tune just built at {out} is {why}")
     return out

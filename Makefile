@@ -1,8 +1,10 @@
 # make demo  - set up .venv and run the TASC demo on the default model and task
 # make test  - set up .venv and run the test suite
-# make bench - full benchmark suite: speculation methods offline, then online, then TASC-ft on
-#              usaddress and BFCL, then corpus scaling (make bench-quick for a short run);
-#              make bench RESUME=1 keeps the finished tasks of a first stage cut short
+# make bench - full benchmark suite: every method offline on models fine-tuned for their task
+#              (tuned.json), the whole system (fine-tuned and TASC-ft models, system.json), the
+#              default model as it ships (full.json), then online, TASC-ft on usaddress and BFCL,
+#              and corpus scaling (make bench-quick for a short run);
+#              make bench RESUME=1 keeps the finished tasks of the offline stages cut short
 # make bench-online - vllm serve per method, driven by vllm bench serve at concurrency 1, 4, 16
 # make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
@@ -47,8 +49,13 @@ demo: install
 test: install
 	$(RUN) $(PY) -m pytest -q -rs tests
 
+TUNED_METHODS := none,ngram,suffix-cold,suffix-warm,tasc,tasc@policy=formula,tasc-self,oracle
+SYSTEM := --model fine-tuned,tasc-ft --methods none,suffix-warm,tasc --batches 1,16
+
 bench: install $(SUFFIX)
-	$(RUN) $(PY) -m benchmarks.run $(if $(RESUME),--resume)
+	$(RUN) $(PY) -m benchmarks.run --name tuned --methods $(TUNED_METHODS) $(if $(RESUME),--resume)
+	$(RUN) $(PY) -m benchmarks.run --name system --tasks usaddress,bfcl $(SYSTEM) $(if $(RESUME),--resume)
+	$(RUN) $(PY) -m benchmarks.run --model default $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.online
 	$(RUN) $(PY) -m benchmarks.ft --task usaddress
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl
@@ -56,6 +63,7 @@ bench: install $(SUFFIX)
 
 bench-quick: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --quick
+	$(RUN) $(PY) -m benchmarks.run --quick --name quick-system $(SYSTEM)
 
 bench-online: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.online

@@ -42,6 +42,7 @@ from benchmarks import report
 from benchmarks.harness.ceilings import drafting_ceilings
 from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import tasc_variant, unknown_methods
+from benchmarks.harness import served_models
 from benchmarks.harness.paths import RESULTS
 
 # each fine-tune at batch 1: plain, with TASC-spec, and with the oracle drafter (its own plain
@@ -50,17 +51,12 @@ SPEED_METHODS = ("none", "tasc", "oracle")
 
 
 def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
-    """The TASC-ft checkpoint and its ``--no-enrich`` baseline, built once and cached
-    (:func:`tasc_vllm.eval.finetunes.finetune`: keyed by the settings and the data)."""
-    from tasc_vllm.eval.finetunes import finetune
-
-    common = ["--check-test", "--rounds", str(args.rounds), "--steps-per-round", str(args.steps_per_round),
-              "--tokens-per-round", str(args.tokens_per_round),
-              "--length-group", str(args.length_group)] + (["--bf16"] if args.bf16 else [])
-    # the enrichment settings measured best (docs/tasc-ft.md); the baseline shares all training settings
-    best = ["--whole-words", "--new-token-lr-scale", str(args.new_token_lr_scale)]
-    best += ["--json-values-out"] if args.json_values_out else []
-    return finetune(task_name, common + best, "tasc-ft"), finetune(task_name, common + ["--no-enrich"], "fine-tuned")
+    """The TASC-ft checkpoint and its ``--no-enrich`` baseline with this script's building
+    settings (:func:`benchmarks.harness.served_models.build_checkpoints`: built once, cached)."""
+    return served_models.build_checkpoints(task_name, served_models.BuildSettings(
+        rounds=args.rounds, steps_per_round=args.steps_per_round, tokens_per_round=args.tokens_per_round,
+        new_token_lr_scale=args.new_token_lr_scale, length_group=args.length_group, bf16=args.bf16,
+        json_values_out=args.json_values_out))
 
 
 def main(argv=None) -> int:

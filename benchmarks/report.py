@@ -3,7 +3,9 @@
     python -m benchmarks.report
 
 RESULTS.md shows the latest run of each benchmark, from these files of
-``benchmarks/results/`` only: ``make bench``'s stages (``full.json``, ``online.json``,
+``benchmarks/results/`` only: ``make bench``'s stages (``tuned.json``: every method on models
+fine-tuned for their task; ``system.json``: the fine-tuned and TASC-ft models with and without
+speculation; ``full.json``: the default model as it ships; ``online.json``,
 ``ft-usaddress.json``, ``ft-bfcl.json``, ``scaling.json``) and the single-purpose targets
 (``serve-load.json``, ``headroom.json``, ``verify-cost.json``).  Each file's section and plot
 come from its module in :mod:`benchmarks.sections`.  Other result files (experiments the
@@ -26,7 +28,9 @@ HERE = BENCHMARKS  # RESULTS.md is written here
 
 # (make target, command, result file, section module), in RESULTS.md's order
 CANONICAL = (
-    ("make bench", "python -m benchmarks.run", "full.json", offline),
+    ("make bench", "python -m benchmarks.run --name tuned", "tuned.json", offline),
+    ("make bench", "python -m benchmarks.run --name system --model fine-tuned,tasc-ft", "system.json", offline),
+    ("make bench", "python -m benchmarks.run --model default", "full.json", offline),
     ("make bench", "python -m benchmarks.online", "online.json", online),
     ("make bench", "python -m benchmarks.ft --task usaddress", "ft-usaddress.json", ft),
     ("make bench", "python -m benchmarks.ft --task bfcl", "ft-bfcl.json", ft),

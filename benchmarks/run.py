@@ -28,6 +28,7 @@ from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import keeps_state, methods_order, tasc_variant, unknown_methods
 from benchmarks.harness.own_outputs import own_output_index
 from benchmarks.harness.paths import RESULTS
+from benchmarks.harness.served_models import TUNED_TASKS, served_messages, served_model
 
 ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
 QUICK_METHODS = ("none", "suffix-warm", "tasc", "oracle")  # the baseline, the strongest rival, TASC-spec, the ceiling
@@ -65,7 +66,11 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
     return runs
 
 
-def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: Path, bar) -> dict:
+def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | None = None) -> dict:
+    """Every method on one task and one served model (``kind``; default: the first of
+    ``--model``, or "default" on a task that has no fine-tune)."""
+    from transformers import AutoTokenizer
+
     from tasc_vllm.config import load_config
     from tasc_vllm.eval.demo import prepare_task_index
     from tasc_vllm.eval.oracle import write_oracle_file
@@ -73,21 +78,29 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
     from tasc_vllm.eval.tasks import get_task
 
     task = get_task(task_name)
+    kind = kind or served_kinds(task_name, args.model)[0]
+    bar.set_description(f"{task_name}: the {kind} model")
+    model = served_model(task_name, kind)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def messages(examples):
+        return served_messages(model, examples)
+
     cfg = load_config()
-    index = prepare_task_index(task, tokenizer, workdir, cfg.max_order, cfg.min_count)
     test = task.load("test")[: args.prompts]
-    train = task.load("train")[: args.warm_prompts]
-    prompts = render_prompts(tokenizer, [e.messages for e in test])
+    train = task.load("train")[: args.train_examples or None]  # the same examples for suffix and both indexes
+    index = prepare_task_index(task, tokenizer, workdir, cfg.max_order, cfg.min_count, messages, train)
+    prompts = render_prompts(tokenizer, messages(test))
     task_ctx = {
         "dir": str(workdir),
         "index": str(index),
-        "train_prompts": render_prompts(tokenizer, [e.messages for e in train]),
+        "train_prompts": render_prompts(tokenizer, messages(train)),
         "max_tokens": task.max_tokens,
     }
     if any(tasc_variant(m)[0] == "tasc-self" for m in args.methods):
         bar.set_description(f"{task_name}: model outputs on train prompts")
-        task_ctx["self_index"] = str(own_output_index(task, model, tokenizer, args.dtype, args.self_prompts,
-                                                      workdir / f"{task_name}-self.tasc", log))
+        task_ctx["self_index"] = str(own_output_index(task, model, tokenizer, args.dtype, len(train),
+                                                      workdir / f"{task_name}-self.tasc", log, messages))
     common = {
         "model": model,
         "dtype": args.dtype,
@@ -108,7 +121,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         for method in ["none"] + others if rep % 2 == 0 else others[::-1] + ["none"]:
             groups = [[b] for b in args.batches] if keeps_state(method) else [args.batches]
             for batches in groups:
-                bar.set_description(f"{task_name}: {method}" + (f" batch {batches[0]}" if len(groups) > 1 else "")
+                bar.set_description(f"{task_name}, {kind}: {method}" + (f" batch {batches[0]}" if len(groups) > 1 else "")
                                     + (f" (repeat {rep + 1} of {args.repeats})" if args.repeats > 1 else ""))
                 got = run_method(method, {**common, "batch_sizes": batches}, task_ctx, log)
                 for r in got:
@@ -128,7 +141,26 @@ def bench_task(task_name: str, args, model: str, tokenizer, workdir: Path, log: 
         r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / b["chars_per_second"]
     runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"]), r["repeat"]))
-    return {"task": task_name, "num_prompts": len(test), "runs": runs}
+    return {"task": task_name, "model": kind, "model_path": model, "num_prompts": len(test),
+            "train_examples": len(train), "runs": runs}
+
+
+def served_kinds(task_name: str, models: str) -> list[str]:
+    """The models ``--model`` serves on the task: as given on usaddress and BFCL, the default
+    model alone on a task without a fine-tune (HumanEval)."""
+    kinds = [m for m in models.split(",") if m]
+    return kinds if task_name in TUNED_TASKS else ["default"]
+
+
+def compare_models(entries: list[dict]) -> None:
+    """Each run's requests/s relative to the first model's plain run at its batch size and
+    repeat (``speedup_vs_first_model``): the whole system, model and drafter together."""
+    first = {(r.get("repeat", 0), r["batch_size"]): r for r in entries[0]["runs"] if r["method"] == "none"}
+    for entry in entries:
+        entry["first_model"] = entries[0]["model"]
+        for r in entry["runs"]:
+            b = first.get((r.get("repeat", 0), r["batch_size"]))
+            r["speedup_vs_first_model"] = r["requests_per_second"] / b["requests_per_second"] if b else None
 
 
 def load_unfinished(path: Path, settings: dict) -> dict | None:
@@ -164,15 +196,24 @@ def load_unfinished(path: Path, settings: dict) -> dict | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="a small subset for development, under 10 minutes here: usaddress, batch 1 and 16, "
-                        f"12 prompts, methods {','.join(QUICK_METHODS)} unless --methods is given")
+                   help="a small subset for development: usaddress, batch 1 and 16, 16 prompts, 128 train "
+                        f"examples, methods {','.join(QUICK_METHODS)} unless --methods is given")
     p.add_argument("--tasks", default="usaddress,bfcl,humaneval")
+    p.add_argument("--model", default="fine-tuned",
+                   help="the model(s) served on usaddress and BFCL, comma-separated: fine-tuned (their --no-enrich "
+                        "fine-tune, the default; built once and cached, about 20 min for usaddress and 45 for BFCL "
+                        "here), tasc-ft (the TASC-ft model), default (the default model as it ships, which does not "
+                        "do these tasks). With several, each is measured in turn and compared with the first "
+                        "model's plain run: the whole system. HumanEval has too few examples to tune on and always "
+                        "serves the default model")
     p.add_argument("--batches", default="1,4,16,64")
     p.add_argument("--methods", default=None,
                    help="comma-separated (default: all); tasc@NAME=V+NAME=V measures TASC-spec with other settings")
     p.add_argument("--prompts", type=int, default=64, help="held-out prompts per task")
-    p.add_argument("--warm-prompts", type=int, default=64, help="train prompts that warm suffix decoding")
-    p.add_argument("--self-prompts", type=int, default=256, help="train prompts whose model outputs form the tasc-self index")
+    p.add_argument("--train-examples", type=int, default=256,
+                   help="the first N train examples, the same for every method: suffix decoding is warmed on "
+                        "their prompts, the tasc index holds their reference answers, the tasc-self index the "
+                        "model's answers to them (0: the whole train split)")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--compiled", action="store_true",
@@ -189,7 +230,7 @@ def main(argv=None) -> int:
                         "side by side in one invocation")
     args = p.parse_args(argv)
     if args.quick:
-        args.tasks, args.batches, args.prompts, args.warm_prompts, args.self_prompts = "usaddress", "1,16", 12, 32, 96
+        args.tasks, args.batches, args.prompts, args.train_examples = "usaddress", "1,16", 16, 128
         args.methods = args.methods or ",".join(QUICK_METHODS)
     args.methods = args.methods or ",".join(ALL_METHODS)
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -204,6 +245,15 @@ def main(argv=None) -> int:
                 "(tasc and tasc-self take settings: tasc@threshold=0.2+calibrate=0)")
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1 (got {args.repeats})")
+    if any(m.startswith("suffix") for m in args.methods):
+        import importlib.util
+
+        if importlib.util.find_spec("arctic_inference") is None:  # vLLM's suffix method fails only at engine start
+            p.error("the suffix methods need arctic-inference, which is not installed: `make bench` builds it "
+                    "(or: pip install nanobind grpcio-tools && pip install --no-build-isolation arctic-inference)")
+    bad = [m for m in args.model.split(",") if m not in ("fine-tuned", "tasc-ft", "default")]
+    if bad or not args.model.strip(","):
+        p.error(f"--model: unknown model(s) {bad or [args.model]}; known: fine-tuned, tasc-ft, default")
 
     name = args.name or ("quick" if args.quick else "full")
     path = RESULTS / f"{name}.json"
@@ -218,18 +268,12 @@ def main(argv=None) -> int:
               "again)", file=sys.stderr)
         return 0
 
-    from transformers import AutoTokenizer
-
-    from tasc_vllm.eval.models import materialize
-
-    model = str(materialize())
-    tokenizer = AutoTokenizer.from_pretrained(model)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     here = machine()
     out = earlier or {"name": name, "started_unix": int(t0), "machine": here, "settings": settings,
                       "tasks": [], "seconds": 0.0}
-    kept = [t["task"] for t in out["tasks"]]
+    kept = [t["task"] for t in out["tasks"]]  # a task is kept whole, with every model it serves
     if earlier is None:
         log.write_text("")
     else:
@@ -239,7 +283,9 @@ def main(argv=None) -> int:
     out.setdefault("invocations", []).append({"started_unix": int(t0), "machine": here, "tasks": []})
     seconds_before = out["seconds"]
     todo = [task for task in args.tasks if task not in kept]
-    per_task = len(args.batches) * len(methods_order(args.methods)) * args.repeats
+    per_model = len(args.batches) * len(methods_order(args.methods)) * args.repeats
+    total = sum(len(served_kinds(t, args.model)) for t in args.tasks) * per_model
+    done = sum(len(served_kinds(t, args.model)) for t in kept) * per_model
 
     def save(complete: bool) -> None:
         """Write what is measured so far: a long run cut short keeps its finished tasks."""
@@ -251,12 +297,16 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(out, indent=1))
 
     with tempfile.TemporaryDirectory(prefix="tasc-bench-") as d, \
-            tqdm(total=len(args.tasks) * per_task, initial=(len(args.tasks) - len(todo)) * per_task, unit="run") as bar:
+            tqdm(total=total, initial=done, unit="run") as bar:
         for task_name in todo:
-            out["tasks"].append(bench_task(task_name, args, model, tokenizer, Path(d), log, bar))
+            entries = [bench_task(task_name, args, Path(d), log, bar, kind)
+                       for kind in served_kinds(task_name, args.model)]
+            if len(entries) > 1:
+                compare_models(entries)
+            out["tasks"] += entries
             out["invocations"][-1]["tasks"].append(task_name)
             save(complete=False)
-    out["tasks"].sort(key=lambda t: args.tasks.index(t["task"]))
+    out["tasks"].sort(key=lambda t: args.tasks.index(t["task"]))  # stable: a task's models keep their order
     save(complete=True)
     written = report.write_report()
     print(f"wrote {path} and {written} in {out['seconds'] / 60:.1f} min")

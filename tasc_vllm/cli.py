@@ -16,16 +16,18 @@ def _cmd_model(args) -> None:
 
 
 def _cmd_build_index(args) -> None:
-    from tasc_vllm.index.corpus import read_corpus
+    from tasc_vllm.index.corpus import read_records
     from tasc_vllm.index.index_file import read_index, write_index
 
     t0 = time.perf_counter()
-    texts = read_corpus(args.corpus, field=args.field)
-    out = write_index(texts, args.output, source=args.corpus, field=args.field)
+    prompt_fields = tuple(f for f in args.prompt_field.split(",") if f)
+    texts, prompts = read_records(args.corpus, field=args.field, prompt_fields=prompt_fields)
+    out = write_index(texts, args.output, source=args.corpus, field=args.field, prompts=prompts)
     index = read_index(out)
     print(
         f"wrote {out}: {len(index)} texts, {index.header['num_bytes']:,} bytes, "
-        f"in {time.perf_counter() - t0:.2f} s"
+        + ("with their prompts" if prompts else f"no prompts (no {' or '.join(prompt_fields) or 'prompt'} field)")
+        + f", in {time.perf_counter() - t0:.2f} s"
     )
     if args.model:
         from transformers import AutoTokenizer
@@ -42,6 +44,17 @@ def _cmd_build_index(args) -> None:
             f"tokenized for {args.model}: {corpus.num_tokens:,} tokens, n-gram table "
             f"{corpus.table.nbytes / 2**20:.1f} MiB, cached at {corpus.cache_path} "
             f"in {time.perf_counter() - t1:.2f} s"
+        )
+        from tasc_vllm.index.policy import prepare_scorer
+
+        t2 = time.perf_counter()
+        scorer = prepare_scorer(index, tokenizer, corpus, cfg, len(tokenizer), progress=True)[0]
+        info = scorer.info
+        print(
+            f"drafting policy trained on {info.get('positions', 0):,} answer positions "
+            f"({'with' if info.get('prompts') else 'without'} prompts; the best candidate right at "
+            f"{info.get('top_candidate_right', 0):.0%} of them), cached at {scorer.path} "
+            f"in {time.perf_counter() - t2:.2f} s"
         )
 
 
@@ -81,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("corpus", help="JSONL (one object per line) or plain text (one output per line)")
     b.add_argument("-o", "--output", required=True, help="index file to write, e.g. TASK.tasc")
     b.add_argument("--field", default="output", help="JSONL field holding the output text (default: output)")
-    b.add_argument("--model", default=None, help="also tokenize for this model now (name or path), so engine start is fast")
+    b.add_argument("--prompt-field", default="prompt,messages",
+                   help="JSONL field(s) holding each output's prompt, a string or chat messages; the first found "
+                        "is kept, and the drafting policy trains on them (default: prompt,messages; none found: "
+                        "an index of outputs alone)")
+    b.add_argument("--model", default=None,
+                   help="also tokenize for this model now (name or path) and train the drafting policy, so engine "
+                        "start is fast")
     b.set_defaults(func=_cmd_build_index)
 
     t = sub.add_parser("task", help="task data")

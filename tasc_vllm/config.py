@@ -33,6 +33,8 @@ OTHER_ENV = frozenset({"TASC_VLLM_CACHE", "TASC_ORACLE_FILE"})
 @dataclass(frozen=True)
 class TascConfig:
     index: str = ""  # the .tasc index (required)
+    policy: str = "learned"  # "learned": a scorer trained on the task chooses, the measured step cost stops; "formula": the fixed formulas below
+    step_cost_model: str = ""  # "" measures the step time; "FIXED,PER_ROW,PER_TOKEN,KNEE" fixes it (learned policy)
     max_draft: int = 0  # cap below num_speculative_tokens (0: no extra cap)
     max_order: int = 8  # longest corpus context, in tokens
     context_min_order: int = 1  # shortest in-request match used
@@ -54,6 +56,7 @@ class TascConfig:
 
     def __post_init__(self):
         checks = [
+            (self.policy in ("learned", "formula"), f"policy must be 'learned' or 'formula' (got {self.policy!r})"),
             (self.max_draft >= 0, "max_draft must be >= 0"),
             (1 <= self.max_order <= 32, "max_order must be in 1..32"),
             (0 <= self.context_min_order <= self.context_max_order, "need 0 <= context_min_order <= context_max_order"),
@@ -74,6 +77,9 @@ class TascConfig:
         for ok, msg in checks:
             if not ok:
                 raise TascError(f"invalid TASC setting: {msg}")
+        from tasc_vllm.step_timing import parse_cost_model
+
+        parse_cost_model(self.step_cost_model)
 
     @property
     def table_settings(self) -> dict:

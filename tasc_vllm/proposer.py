@@ -22,11 +22,15 @@ from tasc_vllm.config import TascConfig, given, resolve_config
 from tasc_vllm.kernels.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import read_index
-from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
-from tasc_vllm.index.learned_state import (SaveRequests, data_parallel_rank, load_learned, replica_path,
-                                          save_learned)
+from tasc_vllm.index.ngram_cache import load_tokenized, token_classes, whitespace_tokens
+from tasc_vllm.index.learned_state import (SaveRequests, data_parallel_rank, load_learned, load_learned_scorer,
+                                          replica_path, save_learned)
+from tasc_vllm.index.policy import prepare_scorer
+from tasc_vllm.kernels import learned_drafting
+from tasc_vllm.kernels.candidates import FEATURE_SET, NUM_FEATURES
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
 from tasc_vllm.kernels.params import draft_params
+from tasc_vllm.step_timing import StepTimer, parse_cost_model, worth_drafting
 
 logger = logging.getLogger("tasc_vllm")
 
@@ -90,9 +94,22 @@ class TascProposer:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
                 resumed += f"; saves to {self.learned_path} when {self._save_requests.trigger} is touched"
         self.vocab_size = int(model_config.get_vocab_size())
-        self.space = (whitespace_tokens(tokenizer, self.vocab_size) if self.cfg.spaced_match
-                      else np.zeros(0, dtype=np.uint8))
+        self.classes = token_classes(tokenizer, self.vocab_size)
+        self.space = (whitespace_tokens(tokenizer, self.vocab_size, self.classes) if self.cfg.spaced_match
+                      else np.zeros(0, dtype=np.uint8))  # the formula policy's; the learned one sets its own
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
+        self.learned = self.cfg.policy == "learned"
+        self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
+        self._last_step = None  # (end time, rows, tokens to verify) of the last call
+        self.scorer_info = {}
+        if self.learned:
+            scorer, self.policy_params, self.space, self.classes = prepare_scorer(index, tokenizer, corpus, self.cfg,
+                                                                                  self.vocab_size)
+            self.anchor = scorer.weights.copy()
+            saved = (load_learned_scorer(self.learned_path, FEATURE_SET, NUM_FEATURES)
+                     if resumed.startswith(", resumed") else None)
+            self.weights = saved if saved is not None else scorer.weights.copy()
+            self.scorer_info = dict(scorer.info, cached=scorer.from_cache, resumed=saved is not None)
         self.index_path = str(Path(self.cfg.index).resolve())
         max_rows = int(getattr(vllm_config.scheduler_config, "max_num_seqs", 256) or 256)
         self._out = np.zeros((max_rows, max(self.k, 1)), dtype=np.int32)
@@ -116,6 +133,12 @@ class TascProposer:
             f"{self.table.keys.shape[0] - self._corpus_entries:,}{resumed})" if self._used is not None
             else "online learning off",
         )
+        if self.learned:
+            info = self.scorer_info
+            logger.info("TASC drafting policy: learned scorer (%s; %s positions%s), %s",
+                        "cached" if info.get("cached") else f"trained in {info.get('seconds', 0):.1f} s",
+                        f"{info.get('positions', 0):,}", ", resumed from the learned state" if info.get("resumed") else "",
+                        self.timer.summary())
         self._error_logged = False
         self._stats_written = 0.0
 
@@ -124,6 +147,10 @@ class TascProposer:
         params = draft_params(self.cfg, 1, self.vocab_size)
         for dtype in (np.int32, np.int64):
             toks = np.zeros((1, 8), dtype=dtype)
+            if self.learned:
+                self._draft_learned(1, np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64))
+                self._observe(np.zeros(1, np.int64), np.array([4], np.int32), np.zeros(1, np.int64), toks, params)
+                continue
             draft_batch(np.zeros(1, np.int64), np.array([4], np.int32), toks, np.array([2], np.int64),
                         self._view, params, self.space, self.calibration,
                         self._out[:1], self._out_len[:1], self._out_conf[:1])
@@ -133,10 +160,13 @@ class TascProposer:
     def _observe(self, rows, lengths, new_tokens, token_ids, params) -> None:
         """Score the sources on the new tokens (calibration), then count them (learning)."""
         c, t = self.cfg, self._view
-        if c.calibrate >= 2:
+        if c.calibrate >= 2 or (self.learned and c.calibrate):
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
-        if c.calibrate:
+        if self.learned and c.calibrate:
+            learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.policy_params, self.space,
+                                         self.classes, self.weights, self.anchor)
+        elif c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
             self.stats["learned"] += int(learn_batch(rows, lengths, new_tokens, token_ids, t, c.max_order,
@@ -149,6 +179,10 @@ class TascProposer:
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
         n = len(sampled_token_ids)
         t0 = time.perf_counter()
+        if self._last_step is not None:
+            start, rows, tokens = self._last_step
+            if rows == n and all(len(x) for x in sampled_token_ids):  # no request joined or left: a plain step
+                self.timer.record(rows, tokens, t0 - start)
         try:
             drafts = self._propose(sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
         except Exception:
@@ -161,7 +195,9 @@ class TascProposer:
                     n, self.index_path, traceback.format_exc(),
                 )
             drafts = [[] for _ in range(n)]
-        self.stats["seconds"] += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self._last_step = (t0, n, n + sum(map(len, drafts)))  # a step runs from one call's start to the next's
+        self.stats["seconds"] += t1 - t0
         self.stats["calls"] += 1
         self.stats["rows"] += n
         if self.cfg.stats_path:
@@ -173,7 +209,8 @@ class TascProposer:
     def save_learned(self, path: str) -> None:
         """Write the table with what was learned so far (a failure is logged, never raised)."""
         try:
-            save_learned(path, self.table, self._used, self._identity)
+            save_learned(path, self.table, self._used, self._identity,
+                         self.weights if self.learned else None, FEATURE_SET)
             logger.info("TASC: saved what was learned (%d contexts) to %s",
                         int(self._used[0]) - self._corpus_entries, path)
         except (OSError, TascError) as e:
@@ -200,11 +237,13 @@ class TascProposer:
             self._out_len = np.zeros(m, dtype=np.int32)
             self._out_conf = np.zeros((m, self._out.shape[1]), dtype=np.float64)
         rows_arr = np.asarray(rows, dtype=np.int64)
-        if m:
+        if m and self.learned:
+            self._draft_learned(n, rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64))
+        elif m:
             draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64), self._view,
                         params, self.space, self.calibration, self._out, self._out_len, self._out_conf)
         out, out_len = self._out, self._out_len
-        if self.cfg.calibrate >= 2:
+        if self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate):
             self._last_drafts.remember(n, rows_arr, lengths, out, out_len, self._out_conf)
         for j, r in enumerate(rows):
             L = int(out_len[j])
@@ -213,6 +252,17 @@ class TascProposer:
                 self.stats["drafted_rows"] += 1
                 self.stats["draft_tokens"] += L
         return drafts
+
+    def _draft_learned(self, n, rows, lengths, token_ids, limits) -> None:
+        """The learned policy: draft each row, then cut the batch's drafts by the step cost."""
+        m = rows.shape[0]
+        cost = self.timer.cost()
+        params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
+                                                                worth_drafting(cost, n)))
+        learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
+                                     self.classes, self.weights, self.calibration, self._out, self._out_len,
+                                     self._out_conf)
+        learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)
 
     def _observe_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu, params) -> None:
         """Observe the tokens each row gained this step (the ends of their contexts)."""

@@ -70,6 +70,34 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
     # the settings in effect, once per engine, on one line
     assert log.count("TASC-spec settings: index=") == 1, log.count("TASC-spec settings: index=")
     assert "(from additional_config: index, stats_path)" in log
+    assert log.count("TASC drafting policy: learned scorer") == 1  # the default policy, trained at engine start
+
+
+def test_tasc_is_lossless_on_a_fine_tuned_checkpoint_in_fp32(tmp_path):
+    """The model a user serves is tuned for its task: a short --no-enrich fine-tune (cached),
+    served without and with TASC-spec in fp32, gives the same greedy outputs, and so the same
+    task score."""
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.eval.demo import prepare_task_index
+    from tasc_vllm.eval.finetunes import finetune
+
+    task = get_task("usaddress")
+    model = str(finetune(task.name, ["--no-enrich", "--rounds", "1", "--steps-per-round", "12", "--lr", "5e-4",
+                                     "--bf16"], "engine-test", quiet=True))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    index = prepare_task_index(task, tokenizer, tmp_path, 8)
+    test = task.load("test")[:8]
+    spec = {"model": model, "dtype": "float32", "batch_size": 4, "num_speculative_tokens": 8,
+            "prompt_token_ids": render_prompts(tokenizer, [[{"role": "user", "content": e.prompt}] for e in test]),
+            "max_tokens": [task.max_tokens] * len(test)}
+    plain = run_in_subprocess({**spec, "method": "none"}, log_path=tmp_path / "none.log")
+    spec_run = run_in_subprocess({**spec, "method": "tasc", "tasc": {"index": str(index)}},
+                                 log_path=tmp_path / "tasc.log")
+    assert spec_run["token_ids"] == plain["token_ids"]
+    assert spec_run["spec_metrics"]["num_accepted_tokens"] > 0
+    score = [task.score(e, t) for e, t in zip(test, plain["texts"])]
+    assert [task.score(e, t) for e, t in zip(test, spec_run["texts"])] == score
 
 
 def test_faults_inside_the_proposer_keep_outputs_correct(workload, baseline, monkeypatch):

@@ -28,7 +28,7 @@ def test_text_match_ignores_whitespace_and_needs_an_earlier_occurrence():
 
 def test_sources_are_scored_at_every_answer_position(tmp_path, tokenizer, isolated_cache):
     index = write_index(ANSWERS, tmp_path / "calls.tasc")
-    cfg = TascConfig(index=str(index), threshold=0.0, step_overhead=0.0)
+    cfg = TascConfig(index=str(index), policy="formula", threshold=0.0, step_overhead=0.0)
     vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=1),
                            model_config=SimpleNamespace(max_model_len=4096, get_vocab_size=lambda: len(tokenizer)),
                            scheduler_config=SimpleNamespace(max_num_seqs=1))

@@ -31,6 +31,9 @@ def index_path(tmp_path):
 
 
 def make(index_path, tokenizer, **cfg):
+    """A proposer over ``index_path``; the formula policy unless ``policy`` is given (most tests
+    here pin down the formula's mechanisms; the learned policy has tests of its own)."""
+    cfg.setdefault("policy", "formula")
     return TascProposer(vllm_config(**{k: cfg.pop(k) for k in list(cfg) if k in ("k", "max_model_len", "max_num_seqs")}),
                         tokenizer=tokenizer, config=TascConfig(index=str(index_path), **cfg))
 
@@ -216,7 +219,7 @@ def test_config_from_additional_config_with_environment_overrides():
 
 
 @pytest.mark.parametrize("additional, environ, message", [
-    ({"tasc": {"thresold": 0.3}}, {}, "unknown TASC-spec setting 'thresold'; known settings: index, max_draft"),
+    ({"tasc": {"thresold": 0.3}}, {}, "unknown TASC-spec setting 'thresold'; known settings: index, policy, step_cost_model, max_draft"),
     ({}, {"TASC_THRESOLD": "0.3"}, "environment variable TASC_THRESOLD: unknown TASC-spec setting 'thresold'"),
     ({}, {"TASC_CONFIG": "x.json"}, "unknown TASC-spec setting 'config'"),
     ({"tasc": {"threshold": "high"}}, {}, r"additional_config\[\"tasc\"\].threshold: setting 'threshold' must be float"),

@@ -1,8 +1,11 @@
 """The committed benchmark report is what its committed results generate, plots included."""
 
+import json
 import re
 import shutil
 from pathlib import Path
+
+import pytest
 
 import benchmarks.report as report
 import benchmarks.run as run
@@ -156,12 +159,12 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     monkeypatch.setattr(benchmarks.report, "write_report", lambda: tmp_path / "RESULTS.md")
     measured = []
 
-    def fake_bench_task(task_name, args, model, tokenizer, workdir, log, bar):
+    def fake_bench_task(task_name, args, workdir, log, bar, kind=None):
         measured.append(task_name)
         if task_name == "humaneval" and len(measured) == 2:
             raise KeyboardInterrupt  # the run is cut short in its last task
         bar.update(len(args.batches) * len(methods_order(args.methods)))
-        return {"task": task_name, "num_prompts": 2, "runs": [{"method": "none", "batch_size": 1}]}
+        return {"task": task_name, "model": kind, "num_prompts": 2, "runs": [{"method": "none", "batch_size": 1}]}
 
     monkeypatch.setattr(run, "bench_task", fake_bench_task)
     argv = ["--tasks", "bfcl,humaneval", "--batches", "1", "--methods", "none,tasc", "--name", "r"]
@@ -198,7 +201,8 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     assert "not a benchmarks.run result file" in capsys.readouterr().err
 
 
-def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(tmp_path, monkeypatch, tokenizer):
+def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(tmp_path, monkeypatch,
+                                                                               default_model_dir):
     """``--repeats 3``: every method runs three times, the order reversed on every other
     repeat; speed-ups divide by the same repeat's plain run; the report gives median and range."""
     from types import SimpleNamespace
@@ -217,10 +221,11 @@ def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(
                  "spec_metrics": {}} for b in common["batch_sizes"]]
 
     monkeypatch.setattr(run, "run_method", fake_run_method)
-    args = SimpleNamespace(methods=["none", "tasc", "oracle"], batches=[16], prompts=2, warm_prompts=2,
-                           self_prompts=2, k=4, dtype="bfloat16", compiled=False, repeats=3)
+    args = SimpleNamespace(methods=["none", "tasc", "oracle"], batches=[16], prompts=2, train_examples=2,
+                           model="default", k=4, dtype="bfloat16", compiled=False, repeats=3)
     bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
-    res = run.bench_task("usaddress", args, "model", tokenizer, tmp_path, tmp_path / "log", bar)
+    monkeypatch.setattr(run, "served_model", lambda task, kind: str(default_model_dir))
+    res = run.bench_task("usaddress", args, tmp_path, tmp_path / "log", bar)
 
     assert calls == ["none", "tasc", "oracle", "oracle", "tasc", "none", "none", "tasc", "oracle"]
     tasc = [r for r in res["runs"] if r["method"] == "tasc"]
@@ -230,7 +235,8 @@ def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(
     assert spread([1.5]) == "1.50" and spread([None]) == "-"
 
 
-def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_size(tmp_path, monkeypatch, tokenizer):
+def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_size(tmp_path, monkeypatch,
+                                                                                   default_model_dir):
     """Every batch size serves the same prompts: TASC-spec (online learning, calibration) and
     suffix decoding would otherwise draft at batch 16 the answers they learned at batch 1."""
     from types import SimpleNamespace
@@ -245,10 +251,11 @@ def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_si
 
     monkeypatch.setattr(run, "run_method", fake_run_method)
     methods = ["none", "ngram", "suffix-cold", "tasc", "tasc@threshold=0.2", "oracle"]
-    args = SimpleNamespace(methods=methods, batches=[1, 16], prompts=2, warm_prompts=2, self_prompts=2, k=4,
+    args = SimpleNamespace(methods=methods, batches=[1, 16], prompts=2, train_examples=2, model="default", k=4,
                            dtype="bfloat16", compiled=False, repeats=1)
     bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
-    res = run.bench_task("usaddress", args, "model", tokenizer, tmp_path, tmp_path / "log", bar)
+    monkeypatch.setattr(run, "served_model", lambda task, kind: str(default_model_dir))
+    res = run.bench_task("usaddress", args, tmp_path, tmp_path / "log", bar)
     assert engines == [("none", [1, 16]), ("ngram", [1, 16]), ("suffix-cold", [1]), ("suffix-cold", [16]),
                        ("tasc", [1]), ("tasc", [16]), ("tasc@threshold=0.2", [1]), ("tasc@threshold=0.2", [16]),
                        ("oracle", [1, 16])]
@@ -310,3 +317,56 @@ def test_online_servers_get_tasc_settings_as_additional_config():
     assert server_config("tasc@threshold=0.2", 8, Path("/x.tasc"))[1] == {"tasc": {"threshold": 0.2, "index": "/x.tasc"}}
     assert server_config("ngram", 8, Path("/x.tasc"))[1] is None
     assert server_config("none", 8, Path("/x.tasc")) == (None, None)
+
+
+def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, monkeypatch, default_model_dir):
+    """--model fine-tuned,tasc-ft: each tuned task serves both models in one invocation, every
+    run is also compared with the first model's plain run, and RESULTS.md gets the whole-system
+    table; HumanEval serves the default model alone."""
+    from benchmarks.sections import offline
+
+    speed = {("fine-tuned", "none"): 10.0, ("fine-tuned", "tasc"): 25.0, ("tasc-ft", "none"): 20.0,
+             ("tasc-ft", "tasc"): 40.0, ("default", "none"): 5.0, ("default", "tasc"): 10.0}
+    served = []
+
+    def fake_served_model(task, kind):
+        served.append((task, kind))
+        return str(default_model_dir)
+
+    def fake_run_method(method, common, task_ctx, log):
+        kind = served[-1][1]
+        v = speed[kind, method]
+        return [{"batch_size": b, "method": method, "requests_per_second": v, "chars_per_second": v,
+                 "tokens_per_second": v, "num_requests": 2, "output_tokens": 30 if kind == "tasc-ft" else 60,
+                 "texts": ["a", "b"], "token_ids": [[1], [2]], "spec_metrics": {}} for b in common["batch_sizes"]]
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "served_model", fake_served_model)
+    monkeypatch.setattr(run, "run_method", fake_run_method)
+    monkeypatch.setattr(report, "write_report", lambda: tmp_path / "RESULTS.md")
+    assert run.main(["--tasks", "usaddress,humaneval", "--batches", "1", "--methods", "none,tasc", "--prompts", "2",
+                     "--train-examples", "2", "--model", "fine-tuned,tasc-ft", "--name", "s"]) == 0
+    assert served == [("usaddress", "fine-tuned"), ("usaddress", "tasc-ft"), ("humaneval", "default")]
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert [(t["task"], t["model"]) for t in res["tasks"]] == [("usaddress", "fine-tuned"), ("usaddress", "tasc-ft"),
+                                                               ("humaneval", "default")]
+    ft, tft = res["tasks"][0]["runs"], res["tasks"][1]["runs"]
+    assert [r["speedup_vs_first_model"] for r in ft] == [1.0, 2.5]
+    assert [r["speedup_vs_first_model"] for r in tft] == [2.0, 4.0]  # TASC-ft's plain run against the fine-tune's
+    assert [r["speedup_requests"] for r in tft] == [1.0, 2.0]  # and against its own
+    lines = offline.section("s.json", res, tmp_path)
+    text = "\n".join(lines)
+    assert "usaddress: the whole system" in text and "| 1 | tasc-ft | tasc | 4.00 |" in text
+    assert "### humaneval, the default model as it ships, too few examples to tune on" in text
+    with pytest.raises(SystemExit):
+        run.main(["--model", "fine-tuned,best"])
+
+
+def test_suffix_methods_without_arctic_inference_fail_before_any_engine(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "arctic_inference" else real(name, *a))
+    with pytest.raises(SystemExit):
+        run.main(["--methods", "none,suffix-warm", "--name", "never"])
+    assert "need arctic-inference" in capsys.readouterr().err

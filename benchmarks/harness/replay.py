@@ -53,9 +53,16 @@ def standalone_proposer(tokenizer, config, k: int, max_model_len: int = 8192, ma
     return TascProposer(vcfg, tokenizer=tokenizer, config=config)
 
 
-def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -> dict:
-    """Steps, drafted and accepted tokens when ``proposer`` drafts for each request alone."""
+def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]], cost=None) -> dict:
+    """Steps, drafted and accepted tokens when ``proposer`` drafts for each request alone;
+    with ``cost`` (fixed, per_row, per_token, knee: :mod:`tasc_vllm.step_timing`), also the
+    modelled time of those steps (``time``) and of plain decoding (``plain_time``)."""
     steps = drafted = accepted = 0
+    modelled = 0.0
+
+    def step_time(tokens):
+        return 0.0 if cost is None else cost[0] + cost[1] + cost[2] * max(0.0, tokens - cost[3])
+
     for prompt, out in zip(prompt_ids, output_ids):
         seq = np.asarray(prompt + out, dtype=np.int32)
         buf = np.zeros((1, seq.size + proposer.k + 2), dtype=np.int32)
@@ -63,6 +70,7 @@ def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -
         n = len(prompt) + 1  # the first output token comes from prefill
         gained = 1  # tokens the request gained in the last step, as vLLM passes them
         steps += 1
+        modelled += step_time(1)
         while n < seq.size:
             (draft,) = proposer.propose([seq[n - gained : n].tolist()], np.array([n], dtype=np.int32), buf)
             a = 0
@@ -70,11 +78,13 @@ def replay(proposer, prompt_ids: list[list[int]], output_ids: list[list[int]]) -
                 a += 1
             drafted += len(draft)
             accepted += a
+            modelled += step_time(1 + len(draft))
             gained = min(a + 1, seq.size - n)
             n += gained
             steps += 1
-    return {"steps": steps, "drafted": drafted, "accepted": accepted,
-            "tokens": sum(map(len, output_ids))}
+    tokens = sum(map(len, output_ids))
+    return {"steps": steps, "drafted": drafted, "accepted": accepted, "tokens": tokens,
+            "time": modelled, "plain_time": tokens * step_time(1)}
 
 
 def modelled_speedup(r: dict, overhead: float) -> float:

@@ -1,11 +1,37 @@
-"""RESULTS.md's section for a ``benchmarks.run`` result file (``full.json``): every method
-side by side offline, per task and batch size, with a speed-up and acceptance plot per task."""
+"""RESULTS.md's section for a ``benchmarks.run`` result file (``tuned.json``, ``full.json``):
+every method side by side offline, per task, served model and batch size, with a speed-up and
+acceptance plot for each; and, where a task served several models (``--model
+fine-tuned,tasc-ft``), the whole system: every model and method against the first model's
+plain run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from benchmarks.sections.common import engine_mode, machine_line, median, repeated, resumed, spread
+
+MODEL_LABELS = {
+    "fine-tuned": "fine-tuned for the task (--no-enrich)",
+    "tasc-ft": "TASC-ft (grown vocabulary, fine-tuned)",
+    "default": "the default model as it ships",
+}
+
+
+def model_label(task: dict) -> str:
+    """How a task entry's served model reads in a heading ("" for files from before models)."""
+    kind = task.get("model")
+    if kind is None:
+        return ""
+    label = MODEL_LABELS.get(kind, kind)
+    if kind == "default" and task["task"] == "humaneval":
+        label += ", too few examples to tune on"
+    elif kind == "default":
+        label += ", which does not do this task"
+    return f", {label}"
+
+
+def stem(task: dict) -> str:
+    return task["task"] + (f"-{task['model']}" if task.get("model") not in (None, "default") else "")
 
 
 def plots(res: dict, results: Path) -> list[str]:
@@ -39,7 +65,7 @@ def plots(res: dict, results: Path) -> list[str]:
         a1.set_xlabel("batch size (concurrent requests)")
         a1.set_ylabel("requests/s relative to vLLM without speculation")
         a1.axhline(1.0, color="grey", lw=0.8)
-        a1.set_title(f"{task['task']}: speed-up")
+        a1.set_title(f"{task['task']}{' (' + task['model'] + ')' if task.get('model') else ''}: speed-up")
         a1.legend(fontsize=8)
         a2.set_xlabel("draft position")
         a2.set_ylabel("acceptance rate")
@@ -47,7 +73,7 @@ def plots(res: dict, results: Path) -> list[str]:
         a2.set_title(f"{task['task']}: acceptance per draft position")
         a2.legend(fontsize=8)
         fig.tight_layout()
-        out = results / f"{name}-{task['task']}.png"
+        out = results / f"{name}-{stem(task)}.png"
         fig.savefig(out, dpi=110)
         plt.close(fig)
         files.append(out.name)
@@ -73,7 +99,9 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
     for task in res["tasks"]:
         repeats = 1 + max(r.get("repeat", 0) for r in task["runs"])
         lines += [
-            f"### {task['task']} ({task['num_prompts']} held-out prompts)",
+            f"### {task['task']}{model_label(task)} ({task['num_prompts']} held-out prompts"
+            + (f"; {task['train_examples']} train examples for suffix and both indexes" if task.get("train_examples")
+               else "") + ")",
             "",
             *([f"Every method measured {repeats} times, the order reversed on every other repeat; each ratio "
                "compares runs of one repeat; cells give the median (lowest to highest).", ""]
@@ -98,5 +126,31 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
                 + f" | {spread([r['task_score'] for r in g])} | "
                 f"{sum(r['same_as_baseline'] for r in g)}/{sum(r['num_requests'] for r in g)} |"
             )
+        lines.append("")
+    lines += whole_system(res)
+    return lines
+
+
+def whole_system(res: dict) -> list[str]:
+    """Per task served by several models: each model and method at each batch size, requests/s
+    relative to the first model's plain run, with the task score and output tokens per answer."""
+    lines = []
+    by_task: dict[str, list[dict]] = {}
+    for t in res["tasks"]:
+        by_task.setdefault(t["task"], []).append(t)
+    for name, entries in by_task.items():
+        if len(entries) < 2:
+            continue
+        first = entries[0]["model"]
+        lines += [f"### {name}: the whole system, model and drafter together", "",
+                  f"Requests/s relative to the {first} model without speculation at the same batch size, "
+                  "measured side by side in this invocation.", "",
+                  "| batch | model | method | speed-up (req/s) | task score | output tokens per answer |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        rows = [(r["batch_size"], i, e["model"], r) for i, e in enumerate(entries) for r in e["runs"]
+                if r["method"] != "oracle"]
+        for batch, _, model, r in sorted(rows, key=lambda x: (x[0], x[1])):
+            lines.append(f"| {batch} | {model} | {r['method']} | {spread([r.get('speedup_vs_first_model')])} | "
+                         f"{spread([r['task_score']])} | {r['output_tokens'] / max(r['num_requests'], 1):.1f} |")
         lines.append("")
     return lines

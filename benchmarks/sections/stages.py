@@ -31,8 +31,9 @@ def section(rows: list[tuple[str, str, str, dict | None]]) -> list[str]:
     lines = [
         "## What each benchmark took",
         "",
-        "`make bench` runs the first five in turn; the others are single-purpose targets. Minutes as the result "
-        "file records them; start times in UTC (a stage run again on its own has a later one).",
+        f"`make bench` runs the first {sum(t == 'make bench' for t, _, _, _ in rows)} in turn; the others are "
+        "single-purpose targets. Minutes as the result file records them; start times in UTC (a stage run again "
+        "on its own has a later one).",
         "",
         "| target | command | result file | started | minutes | notes |",
         "| --- | --- | --- | --- | --- | --- |",

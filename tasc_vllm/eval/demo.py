@@ -15,14 +15,19 @@ def _step(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
-def prepare_task_index(task, tokenizer, out_dir: Path, max_order: int, min_count: int = 1) -> Path:
-    """Index of the task's train-split reference outputs, tokenized for ``tokenizer``."""
+def prepare_task_index(task, tokenizer, out_dir: Path, max_order: int, min_count: int = 1, messages=None,
+                       train=None) -> Path:
+    """Index of the task's train-split reference outputs (or of the examples ``train``) with
+    their prompts (each example's chat messages as text: ``messages(examples)`` when given,
+    else the task's own), tokenized for ``tokenizer``."""
+    from tasc_vllm.index.corpus import prompt_text
     from tasc_vllm.index.index_file import read_index, write_index
     from tasc_vllm.index.ngram_cache import load_tokenized
 
     path = out_dir / f"{task.name}-train.tasc"
-    texts = [e.reference for e in task.load("train")]
-    write_index(texts, path, source=f"{task.name}:train", field="output")
+    train = task.load("train") if train is None else train
+    write_index([e.reference for e in train], path, source=f"{task.name}:train", field="output",
+                prompts=[prompt_text(m) for m in (messages(train) if messages else [e.messages for e in train])])
     load_tokenized(read_index(path), tokenizer, max_order, min_count, progress=True)
     return path
 

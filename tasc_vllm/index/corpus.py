@@ -51,10 +51,30 @@ def read_corpus(path: str | Path, field: str = "output") -> list[str]:
     ``.jsonl``/``.json`` files hold one JSON object per line with the text in ``field``;
     any other file is plain text with one output per line. Blank lines are skipped.
     """
+    return read_records(path, field)[0]
+
+
+def prompt_text(value) -> str | None:
+    """A record's prompt as text: a string as it is, chat messages (``[{"role", "content"}]``)
+    as their contents one per line; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        return "\n".join(m["content"] for m in value)
+    return None
+
+
+def read_records(path: str | Path, field: str = "output",
+                 prompt_fields: tuple[str, ...] = ()) -> tuple[list[str], list[str] | None]:
+    """The output texts of a corpus file and, when every record of a JSONL file holds one of
+    ``prompt_fields`` (the first found is used: a string, or chat messages), their prompts;
+    otherwise None for the prompts.  Some records with a prompt and others without is an
+    error that names the lines."""
     path = Path(path)
     lines = read_lines(path, "corpus")
     is_jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
     texts: list[str] = []
+    prompts: list[str | None] = []
     missing_field_lines: list[int] = []
     first_missing_keys = ""
     for lineno, line in lines:
@@ -73,6 +93,11 @@ def read_corpus(path: str | Path, field: str = "output") -> list[str]:
                 f"{path}:{lineno}: field {field!r} holds {type(value).__name__}, expected a string"
             )
         texts.append(value)
+        found = next((f for f in prompt_fields if f in obj), None)
+        prompt = prompt_text(obj[found]) if found else None
+        if found and prompt is None:
+            raise TascError(f"{path}:{lineno}: field {found!r} holds neither a string nor chat messages")
+        prompts.append(prompt)
     if missing_field_lines:
         where = ", ".join(map(str, missing_field_lines[:5]))
         more = "" if len(missing_field_lines) <= 5 else f" and {len(missing_field_lines) - 5} more"
@@ -83,4 +108,9 @@ def read_corpus(path: str | Path, field: str = "output") -> list[str]:
         )
     if not any(t.strip() for t in texts):
         raise TascError(f"corpus {path} is empty: it holds no output texts")
-    return texts
+    given = [p is not None for p in prompts]
+    if any(given) and not all(given):
+        lines_without = [lineno for (lineno, _), g in zip(lines, given) if not g][:5]
+        raise TascError(f"{path}: some records have a prompt ({' or '.join(prompt_fields)}) and others do not "
+                        f"(line(s) {', '.join(map(str, lines_without))}); give every record one, or none")
+    return texts, (prompts if given and all(given) else None)

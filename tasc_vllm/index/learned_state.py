@@ -51,10 +51,33 @@ def data_parallel_rank(vllm_config) -> int:
     return int(rank or 0)
 
 
-def save_learned(path: str | os.PathLike, table: NgramTable, used: np.ndarray, identity: dict) -> None:
+def save_learned(path: str | os.PathLike, table: NgramTable, used: np.ndarray, identity: dict,
+                 scorer: np.ndarray | None = None, feature_set: str = "") -> None:
+    """Write the table, its fill counter and (the learned policy) the scorer's weights as they
+    stand, atomically."""
     meta = json.dumps({"version": STATE_VERSION, "identity": identity}).encode("utf-8")
+    extra = {} if scorer is None else {
+        "scorer": scorer, "feature_set": np.frombuffer(feature_set.encode("utf-8"), dtype=np.uint8)}
     with atomic_file(path) as f:
-        np.savez(f, meta=np.frombuffer(meta, dtype=np.uint8), used=used, **table.arrays())
+        np.savez(f, meta=np.frombuffer(meta, dtype=np.uint8), used=used, **table.arrays(), **extra)
+
+
+def load_learned_scorer(path: str | os.PathLike, feature_set: str, size: int) -> np.ndarray | None:
+    """The scorer weights saved with the learned state at ``path``, or None when it holds
+    none, or holds weights of another feature set (reported: they are not used)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "scorer" not in z.files:
+                return None
+            saved_set = z["feature_set"].tobytes().decode("utf-8")
+            weights = np.array(z["scorer"], dtype=np.float64)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as e:
+        logger.warning("TASC: the scorer saved in %s is unreadable (%s); using the trained one", path, e)
+        return None
+    if saved_set != feature_set or weights.shape != (size,) or not np.all(np.isfinite(weights)):
+        logger.warning("TASC: the scorer saved in %s has another feature set; using the trained one", path)
+        return None
+    return weights
 
 
 def load_learned(path: str | os.PathLike, identity: dict) -> tuple[NgramTable, np.ndarray] | None:

@@ -64,11 +64,14 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
     return prefix, int(end)
 
 
-def whitespace_tokens(tokenizer, size: int) -> np.ndarray:
-    """One flag per token id below ``size``: 1 where the token decodes to whitespace only
-    (spaces, newlines, indents), 0 elsewhere and past the tokenizer's vocabulary.  A tokenizer
-    that cannot decode single ids gets an empty array (the request is then matched token for
-    token only) and a warning, never an error at engine start."""
+def token_classes(tokenizer, size: int) -> np.ndarray:
+    """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.candidates`): whitespace
+    only (spaces, newlines, indents), holding a digit, punctuation only, or a word (also every
+    id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
+    empty array (no classes; the request is then matched token for token only) and a warning,
+    never an error at engine start."""
+    from tasc_vllm.kernels.candidates import DIGIT, PUNCT, SPACE, WORD
+
     n = min(len(tokenizer), size)
     ids = [[i] for i in range(n)]
     try:
@@ -78,9 +81,32 @@ def whitespace_tokens(tokenizer, size: int) -> np.ndarray:
         logger.warning("TASC: %s cannot decode single token ids (%s); the request is matched token for token only",
                        type(tokenizer).__name__, e)
         return np.zeros(0, dtype=np.uint8)
-    flags = np.zeros(size, dtype=np.uint8)
-    flags[:n] = [isinstance(t, str) and bool(t) and not t.strip() for t in texts]
-    return flags
+
+    def kind(t) -> int:
+        if not isinstance(t, str) or not t:
+            return WORD
+        s = t.strip()
+        if not s:
+            return SPACE
+        if any(ch.isdigit() for ch in s):
+            return DIGIT
+        if not any(ch.isalnum() for ch in s):
+            return PUNCT
+        return WORD
+
+    classes = np.zeros(size, dtype=np.uint8)
+    classes[:n] = [kind(t) for t in texts]
+    return classes
+
+
+def whitespace_tokens(tokenizer, size: int, classes: np.ndarray | None = None) -> np.ndarray:
+    """One flag per token id below ``size``: 1 where the token decodes to whitespace only, 0
+    elsewhere and past the tokenizer's vocabulary (empty when the tokenizer cannot decode
+    single ids).  ``classes``: :func:`token_classes` already computed."""
+    from tasc_vllm.kernels.candidates import SPACE
+
+    classes = token_classes(tokenizer, size) if classes is None else classes
+    return (classes == SPACE).astype(np.uint8) if classes.size else np.zeros(0, dtype=np.uint8)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -4,6 +4,7 @@ sequence's suffix inside the request itself."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from tasc_vllm.kernels.ngram_table import _SEED, finalize, lookup, mix
@@ -17,9 +18,11 @@ def token_at(ctx, n_ctx, draft, i):
 
 
 @njit(cache=True)
-def longest_corpus_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order):
-    """Table entry of the longest (up to ``max_order`` tokens) known context ending the
-    sequence, and its order; (-1, 0) when not even the last token is known."""
+def corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, max_order, entries):
+    """The table entries of the contexts of order 1, 2, ... ending the sequence, up to the
+    first one the table does not know (into ``entries[0..]`` when it has room; it may be
+    empty).  Returns (the longest one's entry, its order), or (-1, 0) when not even the last
+    token is known."""
     total = n_ctx + n_draft
     entry = -1
     found = 0
@@ -32,9 +35,18 @@ def longest_corpus_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order):
         e = lookup(slots, keys, finalize(h, order))
         if e == -1:
             break
+        if found < entries.shape[0]:
+            entries[found] = e
         entry = e
         found = order
     return entry, found
+
+
+@njit(cache=True)
+def longest_corpus_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order):
+    """Table entry of the longest (up to ``max_order`` tokens) known context ending the
+    sequence, and its order; (-1, 0) when not even the last token is known."""
+    return corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, max_order, np.empty(0, dtype=np.int64))
 
 
 @njit(cache=True, inline="always")
@@ -53,23 +65,26 @@ def next_non_space(ctx, n_ctx, space, p):
 
 
 @njit(cache=True)
-def find_context_match(ctx, n_ctx, draft, n_draft, min_order, max_order, space):
+def find_context_matches(ctx, n_ctx, draft, n_draft, min_order, max_order, space):
     """Longest (then most recent) earlier occurrence of the sequence's suffix, with the tokens
     ``space`` flags (whitespace only) skipped on both sides: matched that way, an answer that
     lays out with newlines and indents what its prompt holds on one line still finds it.
-    ``space`` empty (``space[:0]``): token for token.
+    ``space`` empty (``space[:0]``): token for token.  Also the longest (then most recent)
+    earlier occurrence whose follower differs from that one's: the request's second guess.
 
-    Returns (position of the first unskipped token that followed it, match length in
-    unskipped tokens) or (-1, 0)."""
+    Returns (position of the first unskipped token that followed the match, match length in
+    unskipped tokens, the same for the second guess); (-1, 0) for a guess there is not."""
     total = n_ctx + n_draft
     end = total - 1
     while end >= 0 and is_space(space, token_at(ctx, n_ctx, draft, end)):
         end -= 1
     if end < 1 or max_order < 1:
-        return -1, 0
+        return -1, 0, -1, 0
     last = token_at(ctx, n_ctx, draft, end)
     best_pos = -1
     best_len = 0
+    alt_pos = -1
+    alt_len = 0
     # candidate occurrence ends at j (inclusive); its follower must be in ctx
     j = min(end - 1, n_ctx - 2)
     while j >= 0:
@@ -87,17 +102,34 @@ def find_context_match(ctx, n_ctx, draft, n_draft, min_order, max_order, space):
                 m += 1
                 a -= 1
                 b -= 1
-            if m > best_len:
+            if m > alt_len:
                 f = next_non_space(ctx, n_ctx, space, j + 1)
                 if f < n_ctx:
-                    best_len = m
-                    best_pos = f
-                    if m >= max_order:
-                        break
+                    if m > best_len:
+                        if best_pos >= 0 and ctx[best_pos] != ctx[f]:
+                            alt_pos, alt_len = best_pos, best_len
+                        elif alt_pos >= 0 and ctx[alt_pos] == ctx[f]:
+                            alt_pos, alt_len = -1, 0
+                        best_len = m
+                        best_pos = f
+                        if m >= max_order:
+                            break
+                    elif ctx[f] != ctx[best_pos]:
+                        alt_pos, alt_len = f, m
         j -= 1
     if best_len < min_order:
-        return -1, 0
-    return best_pos, best_len
+        return -1, 0, -1, 0
+    if alt_len < min_order:
+        alt_pos, alt_len = -1, 0
+    return best_pos, best_len, alt_pos, alt_len
+
+
+@njit(cache=True)
+def find_context_match(ctx, n_ctx, draft, n_draft, min_order, max_order, space):
+    """The request's first guess of :func:`find_context_matches`: (position of its token,
+    match length) or (-1, 0)."""
+    pos, m, _, _ = find_context_matches(ctx, n_ctx, draft, n_draft, min_order, max_order, space)
+    return pos, m
 
 
 @njit(cache=True, inline="always")

@@ -1,0 +1,85 @@
+"""The models the benchmarks serve for a task: its ``--no-enrich`` fine-tune ("fine-tuned", a
+small model tuned for the task, as a user would serve it) and its TASC-ft model, built once
+with the settings that met TASC-ft's quality target (docs/tasc-ft.md) and cached by
+:func:`tasc_vllm.eval.finetunes.finetune` (keyed by the settings and the data).
+
+HumanEval has too few examples to tune on: it keeps the default model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TUNED_TASKS = ("usaddress", "bfcl")  # the tasks with a train split large enough to fine-tune on
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How both fine-tunes are trained (the same data, steps and seed for both)."""
+
+    rounds: int = 2
+    steps_per_round: int = 150
+    tokens_per_round: int = 32
+    new_token_lr_scale: float = 10.0
+    length_group: int = 16
+    bf16: bool = True
+    json_values_out: bool = True
+
+    def common_flags(self) -> list[str]:
+        return (["--check-test", "--rounds", str(self.rounds), "--steps-per-round", str(self.steps_per_round),
+                 "--tokens-per-round", str(self.tokens_per_round), "--length-group", str(self.length_group)]
+                + (["--bf16"] if self.bf16 else []))
+
+    def enrich_flags(self) -> list[str]:
+        """The enrichment settings measured best (docs/tasc-ft.md)."""
+        return (["--whole-words", "--new-token-lr-scale", str(self.new_token_lr_scale)]
+                + (["--json-values-out"] if self.json_values_out else []))
+
+
+def build_checkpoints(task_name: str, settings: BuildSettings = BuildSettings()) -> tuple[Path, Path]:
+    """The TASC-ft checkpoint and its ``--no-enrich`` baseline, built on first use (the tool's
+    progress bars and ETA on the terminal) and cached."""
+    from tasc_vllm.eval.finetunes import finetune
+
+    common = settings.common_flags()
+    enriched = finetune(task_name, common + settings.enrich_flags(), "tasc-ft")
+    return enriched, finetune(task_name, common + ["--no-enrich"], "fine-tuned")
+
+
+def served_model(task_name: str, kind: str) -> str:
+    """The model folder ``benchmarks`` serve for ``kind`` on the task: "default" (the
+    embedded model as it ships), "fine-tuned" or "tasc-ft" (built once, then cached)."""
+    from tasc_vllm.eval.models import materialize
+
+    if kind == "default":
+        return str(materialize())
+    if kind not in ("fine-tuned", "tasc-ft"):
+        raise ValueError(f"unknown model kind {kind!r}: default, fine-tuned or tasc-ft")
+    if task_name not in TUNED_TASKS:
+        raise ValueError(f"task {task_name} has no {kind} model (too few examples to tune on); "
+                         f"the tuned tasks are {', '.join(TUNED_TASKS)}")
+    enriched, baseline = build_checkpoints(task_name)
+    return str(enriched if kind == "tasc-ft" else baseline)
+
+
+def served_messages(model: str, examples) -> list[list[dict]]:
+    """The chat messages each example is served with: a fine-tune's own training format (its
+    system prompt, if any, and the example's prompt) for a model built by ``tools.enrich``, the
+    task's full messages (system prompt and few-shot turns) otherwise."""
+    import json
+
+    record = Path(model) / "tasc_ft.json"
+    if not record.is_file():
+        return [e.messages for e in examples]
+    system = json.loads(record.read_text())["settings"].get("system")
+    head = [{"role": "system", "content": system}] if system else []
+    return [head + [{"role": "user", "content": e.prompt}] for e in examples]
+
+
+if __name__ == "__main__":  # build every served model: python -m benchmarks.harness.served_models
+    import sys
+
+    for task in sys.argv[1:] or TUNED_TASKS:
+        for path in build_checkpoints(task):
+            print(path)

@@ -1,0 +1,180 @@
+"""The candidates for the next token and what is known about each: the learned drafting
+policy's inputs.
+
+At the end of a sequence (the request's context plus the draft so far) the candidates are
+
+- the ``TOP_K`` followers of each of the three longest contexts the corpus table knows (the
+  longest, and the two next shorter: a long context seen once and a shorter one seen often
+  disagree in useful ways), with what online learning added to the table;
+- the request's own guesses: the follower of its longest earlier match, token for token
+  (:func:`tasc_vllm.kernels.lookups.find_context_matches`), with whitespace-only tokens
+  skipped, and the follower of the longest earlier match that disagrees with the first.
+
+Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
+propose it and how strongly, the contexts' order and size, the token's class); the scorer
+(:mod:`tasc_vllm.kernels.scorer`) turns a row into the chance that the model emits that
+token next.  Candidate and feature extraction are the same code when drafting, when learning
+online and when training on the corpus, so the scorer sees at serving time exactly what it was
+trained on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from tasc_vllm.kernels.lookups import corpus_entries
+from tasc_vllm.kernels.ngram_table import TOP_K
+
+LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
+MAX_CANDIDATES = LEVELS * TOP_K + 3
+# token classes (:func:`tasc_vllm.index.ngram_cache.token_classes`)
+WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3
+
+FEATURES = (
+    "bias",
+    "share of the longest context",  # count / total among its followers
+    "follows the longest context",
+    "top follower of the longest context",
+    "longest context's order",  # / max_order
+    "longest context's size",  # log1p(total) / 8
+    "share of the next shorter context",
+    "share of the third longest context",
+    "longest context learned while serving",
+    "request's guess",
+    "request's match length",  # / context_max_order
+    "request's guess, whitespace skipped",
+    "request's match length, whitespace skipped",
+    "request's second guess",
+    "request's second match length",
+    "share of the longest context, also the request's guess",
+    "whitespace token",
+    "digit token",
+    "punctuation token",
+    "count in the longest context",  # log1p(count) / 8
+)
+NUM_FEATURES = len(FEATURES)
+FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
+
+
+class PolicyParams(NamedTuple):
+    """The learned policy's scalars, one typed argument."""
+
+    max_order: int  # longest corpus context, in tokens
+    ctx_min_order: int  # shortest in-request match used
+    ctx_max_order: int  # longest in-request match tried
+    corpus_entries: int  # table entries from the index; the ones past it were learned while serving
+    min_confidence: float  # drafting stops when the draft's chance of full acceptance falls under this
+    vocab_size: int  # token ids at or past this are never drafted
+
+
+class Matches(NamedTuple):
+    """The request's earlier matches at the end of the sequence (position of the guessed token
+    and match length, -1 and 0 for none)."""
+
+    ptr: int
+    mlen: int
+    sptr: int
+    slen: int
+    aptr: int
+    alen: int
+
+
+@njit(cache=True, inline="always")
+def _add_unique(cand, nc, t):
+    """``t`` appended to ``cand[:nc]`` unless it is there or is no token; the new count."""
+    if t < 0:
+        return nc
+    for c in range(nc):
+        if cand[c] == t:
+            return nc
+    cand[nc] = t
+    return nc + 1
+
+
+@njit(cache=True, inline="always")
+def _share_of(e, tok, nexts, counts, totals):
+    """``tok``'s share of context ``e``'s followers (0 when it is not among its top ones)."""
+    if e < 0 or totals[e] <= 0:
+        return 0.0
+    for s in range(TOP_K):
+        t = nexts[e, s]
+        if t < 0:
+            break
+        if t == tok:
+            return counts[e, s] / totals[e]
+    return 0.0
+
+
+@njit(cache=True)
+def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries, cand, feats):
+    """The distinct candidate tokens after the sequence ``ctx[:n_ctx] + draft[:n_draft]`` into
+    ``cand`` and their feature rows into ``feats``; returns how many (at most
+    :data:`MAX_CANDIDATES`).  ``matches``: the request's guesses (:class:`Matches`);
+    ``classes``: one class per token id (may be empty); ``entries``: scratch room for
+    ``max_order`` table entries."""
+    slots, keys, nexts, counts, totals = table
+    found = corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, params.max_order, entries)[1]
+    e1 = entries[found - 1] if found >= 1 else -1
+    e2 = entries[found - 2] if found >= 2 else -1
+    e3 = entries[found - 3] if found >= 3 else -1
+    x_tok = ctx[matches.ptr] if 0 <= matches.ptr < n_ctx else -1
+    s_tok = ctx[matches.sptr] if 0 <= matches.sptr < n_ctx else -1
+    a_tok = ctx[matches.aptr] if 0 <= matches.aptr < n_ctx else -1
+    nc = 0
+    for e in (e1, e2, e3):
+        if e < 0:
+            continue
+        for s in range(TOP_K):
+            if nexts[e, s] < 0:
+                break
+            nc = _add_unique(cand, nc, nexts[e, s])
+    for t in (x_tok, s_tok, a_tok):
+        nc = _add_unique(cand, nc, t)
+    inv_order = 1.0 / max(params.max_order, 1)
+    inv_match = 1.0 / max(params.ctx_max_order, 1)
+    size = np.log1p(totals[e1]) / 8.0 if e1 >= 0 else 0.0
+    learned = 1.0 if e1 >= params.corpus_entries else 0.0
+    n_classes = classes.shape[0]
+    for c in range(nc):
+        t = cand[c]
+        f = feats[c]
+        s1 = 0.0
+        top = 0.0
+        count1 = 0.0
+        if e1 >= 0:
+            for s in range(TOP_K):
+                if nexts[e1, s] < 0:
+                    break
+                if nexts[e1, s] == t:
+                    s1 = counts[e1, s] / max(totals[e1], 1)
+                    count1 = np.log1p(counts[e1, s]) / 8.0
+                    top = 1.0 if s == 0 else 0.0
+                    break
+        x = 1.0 if t == x_tok else 0.0
+        sp = 1.0 if t == s_tok else 0.0
+        al = 1.0 if t == a_tok else 0.0
+        cls = classes[t] if 0 <= t < n_classes else WORD
+        f[0] = 1.0
+        f[1] = s1
+        f[2] = 1.0 if count1 > 0.0 else 0.0
+        f[3] = top
+        f[4] = found * inv_order
+        f[5] = size
+        f[6] = _share_of(e2, t, nexts, counts, totals)
+        f[7] = _share_of(e3, t, nexts, counts, totals)
+        f[8] = learned
+        f[9] = x
+        f[10] = x * matches.mlen * inv_match
+        f[11] = sp
+        f[12] = sp * matches.slen * inv_match
+        f[13] = al
+        f[14] = al * matches.alen * inv_match
+        f[15] = s1 * max(x, sp)
+        f[16] = 1.0 if cls == SPACE else 0.0
+        f[17] = 1.0 if cls == DIGIT else 0.0
+        f[18] = 1.0 if cls == PUNCT else 0.0
+        f[19] = count1
+    return nc

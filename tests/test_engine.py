@@ -135,3 +135,33 @@ def test_bad_index_fails_engine_start_with_a_clear_error(workload):
         run_in_subprocess({**workload["spec"], "prompt_token_ids": workload["spec"]["prompt_token_ids"][:1],
                            "max_tokens": [4], "method": "tasc", "tasc": {"index": str(bad)}}, log_path=log, timeout=600)
     assert f"TASC index {bad} is unreadable" in log.read_text(errors="replace")
+
+
+def test_tasc_is_lossless_on_gemma_in_fp32(tmp_path):
+    """A second family: Gemma-3 270M (262,144-token vocabulary, tied embeddings, <bos>, no
+    chat template, so prompts in the plain format), without and with TASC-spec in fp32, gives
+    the same greedy outputs; its drafts are accepted."""
+    from transformers import AutoTokenizer
+
+    from tasc_vllm.eval.models import materialize
+
+    model = str(materialize("gemma-3-270m", progress=False))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    assert not tokenizer.chat_template
+    examples, corpus = [], []
+    for name in ("usaddress", "bfcl"):
+        task = get_task(name)
+        corpus += [e.reference for e in task.load("train")]
+        examples += [(task, e) for e in task.load("test")[:4]]
+    index = write_index(corpus, tmp_path / "tasks.tasc")
+    prompts = render_prompts(tokenizer, [e.messages for _, e in examples])
+    assert all(p[0] == tokenizer.bos_token_id and p.count(tokenizer.bos_token_id) == 1 for p in prompts)
+    spec = {"model": model, "dtype": "float32", "batch_size": 4, "num_speculative_tokens": 8,
+            "prompt_token_ids": prompts, "max_tokens": [min(task.max_tokens, 96) for task, _ in examples]}
+    plain = run_in_subprocess({**spec, "method": "none"}, log_path=tmp_path / "none.log")
+    spec_run = run_in_subprocess({**spec, "method": "tasc", "tasc": {"index": str(index)}},
+                                 log_path=tmp_path / "tasc.log")
+    assert spec_run["token_ids"] == plain["token_ids"]
+    assert spec_run["spec_metrics"]["num_accepted_tokens"] > 0
+    log = (tmp_path / "tasc.log").read_text(errors="replace")
+    assert "TASC index" in log and log.count("has no chat template: prompts use the plain format") == 1

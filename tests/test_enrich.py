@@ -32,6 +32,16 @@ def enriched(data, default_model_dir):
     return out
 
 
+@pytest.fixture(scope="module")
+def enriched_gemma(data):
+    """The same tiny run on a second family: Gemma-3 270M (262,144 tokens, tied embeddings,
+    <bos>, no chat template)."""
+    out = data["dir"] / "enriched-gemma"
+    assert main(["--model", "gemma-3-270m", "--data", str(data["train"]), "--check-data", str(data["test"]),
+                 "--out", str(out), *TINY]) == 0
+    return out
+
+
 def _texts(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [r["output"] for r in rows] + [r["prompt"] for r in rows]
@@ -151,18 +161,50 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(data, tmp_path, capsys,
     assert "already exists" in err and "--overwrite" in err
 
 
+def test_gemma_grows_its_vocabulary_and_keeps_its_format(enriched_gemma, data):
+    """TASC-ft on a 262,144-token vocabulary with tied embeddings: the grown checkpoint keeps
+    them tied, puts <bos> first, and is saved with the plain prompt format it was trained on."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    from tasc_vllm.eval.models import materialize
+    from tasc_vllm.prompt_format import PLAIN_CHAT_TEMPLATE
+
+    summary = json.loads((enriched_gemma / "tasc_ft.json").read_text())
+    tok = AutoTokenizer.from_pretrained(enriched_gemma)
+    base = AutoTokenizer.from_pretrained(materialize("gemma-3-270m", progress=False))
+    config = AutoConfig.from_pretrained(enriched_gemma)
+    assert summary["base_vocab_size"] == 262_144 and config.tie_word_embeddings
+    assert config.vocab_size == len(tok) == summary["vocab_size"] > 262_144 and len(tok) % 64 == 0
+    with safe_open(str(enriched_gemma / "model.safetensors"), framework="pt") as st:
+        assert "lm_head.weight" not in st.keys()  # tied: one matrix, grown once
+        assert st.get_slice("model.embed_tokens.weight").get_shape()[0] == len(tok)
+    assert summary["output_tokens_final"] < 0.8 * summary["output_tokens_base"]
+    assert tok.chat_template == PLAIN_CHAT_TEMPLATE and not base.chat_template
+    assert tok("12 Main St").input_ids[0] == tok.bos_token_id == base.bos_token_id
+    assert tok.eos_token_id == base.eos_token_id
+    for text in _texts(data["train"]) + _texts(data["test"]):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(ids) == text
+        assert len(ids) <= len(base.encode(text, add_special_tokens=False))
+
+
 @pytest.mark.engine
-def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(enriched, data, tmp_path):
+@pytest.mark.parametrize("checkpoint", ["enriched", "enriched_gemma"])
+def test_vllm_serve_streams_the_checkpoint_exactly_as_decode(checkpoint, data, tmp_path, request):
     """`vllm serve OUT` loads the folder with no extra flags (here with TASC-spec on, its
     index tokenized with the grown vocabulary).  Restricted to the new tokens plus a few
     ordinary ones, the model must emit added tokens; the streamed text must equal
-    ``tokenizer.decode`` of the streamed ids and the non-streamed answer."""
+    ``tokenizer.decode`` of the streamed ids and the non-streamed answer.  Both families:
+    SmolLM2 (byte-level BPE, chat template) and Gemma-3 (SentencePiece pieces with byte
+    fallback, plain prompt format)."""
     import httpx
     from transformers import AutoTokenizer
 
     from benchmarks.serve_load import serve
     from tasc_vllm.index.index_file import write_index
 
+    enriched = request.getfixturevalue(checkpoint)
     tok = AutoTokenizer.from_pretrained(enriched)
     summary = json.loads((enriched / "tasc_ft.json").read_text())
     new_ids = set(tok.convert_tokens_to_ids(summary["tokens_added"]))

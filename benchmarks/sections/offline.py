@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.sections.common import engine_mode, machine_line, median, repeated, resumed, spread
+from tasc_vllm.eval.models import DEFAULT_MODEL
 
 MODEL_LABELS = {
     "fine-tuned": "fine-tuned for the task (--no-enrich)",
@@ -17,21 +18,34 @@ MODEL_LABELS = {
 }
 
 
+def other_base(task: dict) -> str | None:
+    """The base model of a task entry when it is not the embedded default model."""
+    base = task.get("base_model")
+    return None if base in (None, DEFAULT_MODEL) else Path(base).name
+
+
 def model_label(task: dict) -> str:
     """How a task entry's served model reads in a heading ("" for files from before models)."""
     kind = task.get("model")
     if kind is None:
         return ""
+    base = other_base(task)
     label = MODEL_LABELS.get(kind, kind)
+    if kind == "default" and base:
+        label = f"{base} as it ships"
     if kind == "default" and task["task"] == "humaneval":
         label += ", too few examples to tune on"
     elif kind == "default":
-        label += ", which does not do this task"
+        label += ", not tuned for this task" if base else ", which does not do this task"
+    elif base:
+        label = f"{base} {label}"
     return f", {label}"
 
 
 def stem(task: dict) -> str:
-    return task["task"] + (f"-{task['model']}" if task.get("model") not in (None, "default") else "")
+    base = other_base(task)
+    return (task["task"] + (f"-{base}" if base else "")
+            + (f"-{task['model']}" if task.get("model") not in (None, "default") else ""))
 
 
 def plots(res: dict, results: Path) -> list[str]:
@@ -71,7 +85,8 @@ def plots(res: dict, results: Path) -> list[str]:
         a2.set_ylabel("acceptance rate")
         a2.set_ylim(0, 1.05)
         a2.set_title(f"{task['task']}: acceptance per draft position")
-        a2.legend(fontsize=8)
+        if a2.get_legend_handles_labels()[0]:  # no drafting method measured acceptance: no legend
+            a2.legend(fontsize=8)
         fig.tight_layout()
         out = results / f"{name}-{stem(task)}.png"
         fig.savefig(out, dpi=110)
@@ -142,7 +157,8 @@ def whole_system(res: dict) -> list[str]:
         if len(entries) < 2:
             continue
         first = entries[0]["model"]
-        lines += [f"### {name}: the whole system, model and drafter together", "",
+        base = other_base(entries[0])
+        lines += [f"### {name}{f', {base}' if base else ''}: the whole system, model and drafter together", "",
                   f"Requests/s relative to the {first} model without speculation at the same batch size, "
                   "measured side by side in this invocation.", "",
                   "| batch | model | method | speed-up (req/s) | task score | output tokens per answer |",

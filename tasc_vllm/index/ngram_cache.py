@@ -21,6 +21,7 @@ from tasc_vllm.errors import TascError
 from tasc_vllm.index.index_file import CorpusIndex
 from tasc_vllm.kernels.ngram_table import NgramTable, build_table
 from tasc_vllm.paths import atomic_file, cache_dir
+from tasc_vllm.prompt_format import chat_template, render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +45,20 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
     generation prompt) and the token that ends its answer (end of turn, else EOS)."""
     prefix: list[int] = []
     end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1
-    if getattr(tokenizer, "chat_template", None):
-        user = [{"role": "user", "content": "hi"}]
-        try:
-            plain = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=False)
-            gen = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-            if gen.startswith(plain) and len(gen) > len(plain):
-                prefix = tokenizer.encode(gen[len(plain) :], add_special_tokens=False)
-            turn = tokenizer.apply_chat_template(
-                user + [{"role": "assistant", "content": _PROBE}], tokenize=False
-            )
-            after = turn.split(_PROBE, 1)[1] if _PROBE in turn else ""
-            if after:
-                after_ids = tokenizer.encode(after, add_special_tokens=False)
-                if after_ids:
-                    end = after_ids[0]
-        except Exception as e:  # a template that cannot render these probes: no frame
-            logger.warning("TASC: chat template could not be probed (%s); corpus texts get no frame", e)
+    user = [{"role": "user", "content": "hi"}]
+    try:
+        plain = render_chat(tokenizer, user, add_generation_prompt=False)
+        gen = render_chat(tokenizer, user, add_generation_prompt=True)
+        if gen.startswith(plain) and len(gen) > len(plain):
+            prefix = tokenizer.encode(gen[len(plain) :], add_special_tokens=False)
+        turn = render_chat(tokenizer, user + [{"role": "assistant", "content": _PROBE}], add_generation_prompt=False)
+        after = turn.split(_PROBE, 1)[1] if _PROBE in turn else ""
+        if after:
+            after_ids = tokenizer.encode(after, add_special_tokens=False)
+            if after_ids:
+                end = after_ids[0]
+    except Exception as e:  # a template that cannot render these probes: no frame
+        logger.warning("TASC: chat template could not be probed (%s); corpus texts get no frame", e)
     return prefix, int(end)
 
 
@@ -116,7 +114,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
         h.update(backend.to_str().encode("utf-8"))
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode("utf-8"))
-    h.update(str(getattr(tokenizer, "chat_template", "") or "").encode("utf-8"))
+    h.update(chat_template(tokenizer).encode("utf-8"))
     h.update(repr(sorted((getattr(tokenizer, "added_tokens_decoder", {}) or {}).keys())).encode())
     h.update(str(tokenizer.eos_token_id).encode())
     return h.hexdigest()

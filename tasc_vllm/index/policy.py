@@ -31,6 +31,7 @@ from tasc_vllm.errors import TascError
 from tasc_vllm.kernels.candidates import FEATURE_SET, FEATURES, NUM_FEATURES, PolicyParams
 from tasc_vllm.kernels.ngram_table import build_table
 from tasc_vllm.paths import atomic_file, cache_dir
+from tasc_vllm.prompt_format import render_chat
 
 logger = logging.getLogger("tasc_vllm")
 
@@ -86,20 +87,16 @@ def split_texts(tokens: np.ndarray) -> list[np.ndarray]:
 
 
 def prompt_token_ids(tokenizer, prompts: list[str]) -> list[np.ndarray]:
-    """Each prompt as the model sees it before the answer's frame: the chat template's user
-    turn when the tokenizer has one, else the plain text (the corpus texts carry the
-    generation prompt themselves)."""
+    """Each prompt as the model sees it before the answer's frame: its user turn in the chat
+    format (:mod:`tasc_vllm.prompt_format`; the corpus texts carry the generation prompt
+    themselves)."""
     out = []
-    template = bool(getattr(tokenizer, "chat_template", None))
     for p in prompts:
-        ids = None
-        if template:
-            try:
-                text = tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                     add_generation_prompt=False)
-                ids = tokenizer.encode(text, add_special_tokens=False)
-            except Exception:  # a template that rejects a lone user turn: the plain text
-                ids = None
+        try:
+            text = render_chat(tokenizer, [{"role": "user", "content": p}], add_generation_prompt=False)
+            ids = tokenizer.encode(text, add_special_tokens=False)
+        except Exception:  # a template that rejects a lone user turn: the plain text
+            ids = None
         if ids is None:
             ids = tokenizer.encode(p, add_special_tokens=True)
         out.append(np.asarray(ids, dtype=np.int32))

@@ -82,6 +82,10 @@ def test_the_learned_policy_copies_the_request_and_labels_from_the_corpus(prompt
                                           '"StreetNamePostType": "St", "PlaceName": "Clayton", "Line": "4321 Cedar')
     (d,) = p.propose([[1]], n, tok)
     assert tokenizer.decode(d).startswith(' St Clayton"}')
+    # digits come from the prompt, whatever numbers the corpus counted after the same key
+    tok, n = chat_rows(tokenizer, prompt, '{"AddressNumber": "43')
+    (d,) = p.propose([[1]], n, tok)
+    assert tokenizer.decode(d).startswith('21"')
 
 
 def test_the_scorer_is_cached_and_retrained_for_another_feature_set(prompted_index, tokenizer, isolated_cache):
@@ -208,3 +212,19 @@ def test_no_token_below_the_batch_rate_is_drafted():
     out_len = np.ones(64, dtype=np.int32)
     cut_batch(64, 64, out_len, conf, new_calibration(), cost)
     assert out_len.sum() == 0
+
+
+def test_kernel_caches_are_dropped_when_any_kernel_source_changes(tmp_path, monkeypatch):
+    from tasc_vllm.kernels import drop_stale_caches
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "__pycache__").mkdir()
+    stale = tmp_path / "__pycache__" / "a.f-1.py311.nbi"
+    stale.write_bytes(b"old")
+    assert drop_stale_caches(tmp_path) and not stale.exists()
+    fresh = tmp_path / "__pycache__" / "a.f-1.py311.1.nbc"
+    fresh.write_bytes(b"new")
+    assert not drop_stale_caches(tmp_path) and fresh.exists()  # same sources: kept
+    (tmp_path / "b.py").write_text("y = 2\n")  # another kernel module changed
+    assert drop_stale_caches(tmp_path) and not fresh.exists()

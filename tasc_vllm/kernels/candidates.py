@@ -54,6 +54,12 @@ FEATURES = (
     "digit token",
     "punctuation token",
     "count in the longest context",  # log1p(count) / 8
+    # the main sources again for digit tokens: a digit is copied from the input, where the
+    # corpus's counts of digits mislead
+    "share of the longest context, digit",
+    "count in the longest context, digit",
+    "request's guess, digit",
+    "request's guess, whitespace skipped, digit",
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -177,4 +183,9 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[17] = 1.0 if cls == DIGIT else 0.0
         f[18] = 1.0 if cls == PUNCT else 0.0
         f[19] = count1
+        digit = 1.0 if cls == DIGIT else 0.0
+        f[20] = s1 * digit
+        f[21] = count1 * digit
+        f[22] = x * digit
+        f[23] = sp * digit
     return nc

@@ -79,7 +79,8 @@ def plots(res: dict, results: Path) -> list[str]:
         a1.set_xlabel("batch size (concurrent requests)")
         a1.set_ylabel("requests/s relative to vLLM without speculation")
         a1.axhline(1.0, color="grey", lw=0.8)
-        a1.set_title(f"{task['task']}{' (' + task['model'] + ')' if task.get('model') else ''}: speed-up")
+        served = " ".join(x for x in (other_base(task), task.get("model")) if x)
+        a1.set_title(f"{task['task']}{' (' + served + ')' if served else ''}: speed-up")
         a1.legend(fontsize=8)
         a2.set_xlabel("draft position")
         a2.set_ylabel("acceptance rate")
@@ -166,6 +167,7 @@ def whole_system(res: dict) -> list[str]:
         rows = [(r["batch_size"], i, e["model"], r) for i, e in enumerate(entries) for r in e["runs"]
                 if r["method"] != "oracle"]
         for batch, _, model, r in sorted(rows, key=lambda x: (x[0], x[1])):
+            model = "as it ships" if model == "default" else model
             lines.append(f"| {batch} | {model} | {r['method']} | {spread([r.get('speedup_vs_first_model')])} | "
                          f"{spread([r['task_score']])} | {r['output_tokens'] / max(r['num_requests'], 1):.1f} |")
         lines.append("")

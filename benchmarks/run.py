@@ -204,10 +204,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="fine-tuned",
                    help="the model(s) served on usaddress and BFCL, comma-separated: fine-tuned (their --no-enrich "
                         "fine-tune, the default; built once and cached, about 20 min for usaddress and 45 for BFCL "
-                        "here), tasc-ft (the TASC-ft model), default (the default model as it ships, which does not "
-                        "do these tasks). With several, each is measured in turn and compared with the first "
-                        "model's plain run: the whole system. HumanEval has too few examples to tune on and always "
-                        "serves the default model")
+                        "here), tasc-ft (the TASC-ft model), default (the base model as it ships: see --base-model; "
+                        "the default model does not do these tasks). With several, each is measured in turn and "
+                        "compared with the first model's plain run: the whole system. HumanEval has too few "
+                        "examples to tune on and always serves the base model as it ships")
     p.add_argument("--base-model", default=None,
                    help="the model the fine-tunes start from, and that `default` serves as it ships: a known name "
                         "(smollm2-135m-instruct, the default; gemma-3-270m) or a Hugging Face checkpoint folder")

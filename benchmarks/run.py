@@ -141,10 +141,27 @@ def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | 
         r["same_as_baseline"] = sum(x == y for x, y in zip(r["texts"], b["texts"]))
         r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]
         r["speedup_chars"] = r["chars_per_second"] / b["chars_per_second"]
+    bar.set_description(f"{task_name}, {kind}: replay estimates")
+    add_replay_estimates(runs, tokenizer, prompts, args.k)
     runs.sort(key=lambda r: (r["batch_size"], methods_order(args.methods).index(r["method"]), r["repeat"]))
     return {"task": task_name, "model": kind, "base_model": args.base_model or DEFAULT_MODEL, "model_path": model,
             "num_prompts": len(test),
             "train_examples": len(train), "runs": runs}
+
+
+def add_replay_estimates(runs: list[dict], tokenizer, prompts: list[list[int]], k: int) -> None:
+    """Beside each TASC-spec run at batch 1, what the replay (:mod:`benchmarks.harness.replay`)
+    predicts for it (``replay``): the same settings and index drafting over the plain run's
+    answers of the same repeat, each step priced by the step-time model the engine's proposer
+    measured in that run.  The gap between the two is what the replay, which ranks drafting
+    policies without an engine, does not see."""
+    from benchmarks.harness.replay import replay_estimate
+
+    plain = {r.get("repeat", 0): r["token_ids"] for r in runs if r["method"] == "none" and r["batch_size"] == 1}
+    for r in runs:
+        cost = (r.get("proposer") or {}).get("step_cost")
+        if r["batch_size"] == 1 and r.get("tasc_settings") and cost and r.get("repeat", 0) in plain:
+            r["replay"] = replay_estimate(tokenizer, prompts, plain[r.get("repeat", 0)], r["tasc_settings"], k, cost)
 
 
 def served_kinds(task_name: str, models: str) -> list[str]:

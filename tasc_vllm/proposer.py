@@ -285,7 +285,8 @@ class TascProposer:
         self.write_stats(self.cfg.stats_path)
 
     def write_stats(self, path: str) -> None:
-        data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds)
+        data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds,
+                    step_cost=self.timer.cost().tolist(), step_cost_measured=self.timer.measured)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:

@@ -65,6 +65,9 @@ def test_tasc_is_lossless_in_fp32_greedy(workload, baseline):
         assert run["proposer"]["calls"] >= max(len(t) for t in run["token_ids"]) / (1 + workload["spec"]["num_speculative_tokens"])
         assert 0 < run["proposer_share_of_time"] < 1
         assert run["proposer"]["learned"] > 0  # online learning ran, and outputs stayed exact
+        # the step-time model the proposer measured (the benchmarks price the replay's drafts by it)
+        fixed, per_row, per_token, knee = run["proposer"]["step_cost"]
+        assert fixed + per_row > 0 and per_token > 0 and knee >= 1
     log = (workload["dir"] / "tasc.log").read_text(errors="replace")
     assert "TASC index" in log and "loaded in" in log
     # the settings in effect, once per engine, on one line

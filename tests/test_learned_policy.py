@@ -228,3 +228,36 @@ def test_kernel_caches_are_dropped_when_any_kernel_source_changes(tmp_path, monk
     assert not drop_stale_caches(tmp_path) and fresh.exists()  # same sources: kept
     (tmp_path / "b.py").write_text("y = 2\n")  # another kernel module changed
     assert drop_stale_caches(tmp_path) and not fresh.exists()
+
+
+def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, tokenizer, isolated_cache):
+    """benchmarks.run prices each TASC-spec run at batch 1 by replaying its settings over the
+    plain run's answers with the step cost its proposer measured; the report shows both."""
+    from benchmarks.run import add_replay_estimates
+    from benchmarks.sections.offline import replay_gap
+
+    pairs = address_examples(6, seed=7)
+    prompts = [tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                              add_generation_prompt=True), add_special_tokens=False)
+               for p, _ in pairs]
+    answers = [tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id] for _, a in pairs]
+    settings = TascConfig(index=str(prompted_index), learn_entries=0).to_dict()
+    cost = [40.0, 0.0, 2.3, 6.0]  # ms: flat up to 6 verified tokens, then 2.3 per token
+    runs = [{"method": "none", "batch_size": 1, "repeat": 0, "token_ids": answers, "tokens_per_second": 10.0},
+            {"method": "tasc", "batch_size": 1, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 30.0,
+             "proposer": {"step_cost": cost}, "spec_metrics": {"mean_acceptance_length": 4.0}},
+            {"method": "tasc", "batch_size": 16, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 90.0,
+             "proposer": {"step_cost": cost}}]
+    add_replay_estimates(runs, tokenizer, prompts, 16)
+    est = runs[1]["replay"]
+    assert "replay" not in runs[0] and "replay" not in runs[2]  # batch 1 only: the replay drafts each answer alone
+    tokens = sum(map(len, answers))
+    assert est["steps"] < tokens and est["accepted"] > tokens / 2  # the labels and the copied words are drafted
+    assert est["mean_accepted_length"] == pytest.approx(1 + est["accepted"] / est["drafts"])
+    # the modelled speed-up is plain decoding's steps over these steps, priced by the cost given
+    assert 1.5 < est["speedup"] <= tokens / est["steps"]
+    assert est["step_cost"] == cost
+    table = replay_gap(runs)
+    assert table[2].startswith("| method | speed-up (tokens/s), measured | replay estimate")
+    assert table[4] == f"| tasc | 3.00 | {est['speedup']:.2f} | 4.00 | {est['mean_accepted_length']:.2f} |"
+    assert replay_gap(runs[:1]) == []  # no TASC-spec run, no table

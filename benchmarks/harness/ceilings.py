@@ -124,7 +124,7 @@ def measure_index(tokenizer, cfg, prompts, outputs, k: int, overhead: float,
     from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
 
     def proposer(settings, k=k):
-        return standalone_proposer(tokenizer, replace(cfg, **settings), k)
+        return standalone_proposer(tokenizer, replace(cfg, **settings), k, cost=(overhead, 0.0, 1.0, 0.0))
 
     pieces = pieces if pieces is not None else token_pieces(tokenizer)
     shares, any_hits = score_positions(proposer(DRAFT_WHILE_ANY, k=1), prompts, outputs, pieces)

@@ -236,7 +236,10 @@ def run(spec: dict) -> dict:
             calls = stats_after["calls"] - (stats_before or {}).get("calls", 0)
             secs = stats_after["seconds"] - (stats_before or {}).get("seconds", 0.0)
             learned = stats_after.get("learned", 0) - (stats_before or {}).get("learned", 0)
-            r["proposer"] = {"calls": calls, "seconds": secs, "learned": learned}
+            r["proposer"] = {"calls": calls, "seconds": secs, "learned": learned,
+                             # the step-time model the proposer measured, as it stood after this batch size
+                             "step_cost": stats_after.get("step_cost"),
+                             "step_cost_measured": stats_after.get("step_cost_measured")}
             if calls > 0:
                 r["proposer_ms_per_step"] = 1000 * secs / calls
                 r["proposer_share_of_time"] = secs / r["seconds"]

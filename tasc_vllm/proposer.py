@@ -107,8 +107,8 @@ class TascProposer:
         self._scores_drafts = self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate > 0)
         self.scorer_info = {}
         if self.learned:
-            scorer, self.policy_params, self.space, self.classes = prepare_scorer(index, tokenizer, corpus, self.cfg,
-                                                                                  self.vocab_size)
+            scorer, self.policy_params, self.space, self.classes, self.text = prepare_scorer(
+                index, tokenizer, corpus, self.cfg, self.vocab_size)
             self.anchor = scorer.weights.copy()
             saved = (load_learned_scorer(self.learned_path, FEATURE_SET, NUM_FEATURES)
                      if self._resumed_state else None)
@@ -169,7 +169,7 @@ class TascProposer:
                                                                    self.calibration)
         if self.learned and c.calibrate:
             learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.policy_params, self.space,
-                                         self.classes, self.weights, self.anchor)
+                                         self.classes, self.text, self.weights, self.anchor)
         elif c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
@@ -264,7 +264,7 @@ class TascProposer:
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
         learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
-                                     self.classes, self.weights, self.calibration, self._out, self._out_len,
+                                     self.classes, self.text, self.weights, self.calibration, self._out, self._out_len,
                                      self._out_conf)
         learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)
 

@@ -261,3 +261,45 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
     assert table[2].startswith("| method | speed-up (tokens/s), measured | replay estimate")
     assert table[4] == f"| tasc | 3.00 | {est['speedup']:.2f} | 4.00 | {est['mean_accepted_length']:.2f} |"
     assert replay_gap(runs[:1]) == []  # no TASC-spec run, no table
+
+
+def test_the_input_is_read_where_the_answer_left_it(tokenizer):
+    """The input-reading source: after a label, the input's next word after the last value
+    the answer copied, written as after a quote (" Cedar" is "C" + "edar" there); inside a
+    value, the input's next token, also in the middle of a word written with other tokens."""
+    from tasc_vllm.index.ngram_cache import input_text, token_classes, token_texts
+    from tasc_vllm.kernels.input_reading import answer_start, next_input_token, no_input_text
+
+    texts = token_texts(tokenizer, len(tokenizer))
+    classes = token_classes(tokenizer, len(tokenizer), texts)
+    text = input_text(tokenizer, len(tokenizer), texts)
+    prompt = "Label the parts of this address: 4321 Cedar St Clayton"
+
+    def first(word):
+        return tokenizer.encode(word, add_special_tokens=False)
+
+    def read(answer, text=text):
+        tok, n = chat_rows(tokenizer, prompt, answer)
+        start = answer_start(tok[0], n[0], text.header)
+        got, inside = next_input_token(tok[0], n[0], tok[0][:0], 0, classes, text, start)
+        return got, inside
+
+    assert first("Cedar") == [tokenizer.convert_tokens_to_ids("C"), tokenizer.convert_tokens_to_ids("edar")]
+    assert read('{"AddressNumber": "4321", "StreetName": "') == (first("Cedar")[0], 0)
+    assert read('{"AddressNumber": "4321", "StreetName": "C') == (first("Cedar")[1], 1)  # the rest of the word
+    assert read('{"AddressNumber": "43') == (first("2")[0], 1)
+    # a label between: the reading position stays after the last value copied
+    assert read('{"AddressNumber": "4321", "StreetName": "Cedar", "StreetNamePostType": "') == (first("St")[0], 0)
+    cl = first("Clayton")
+    assert len(cl) == 3
+    assert read('{"AddressNumber": "4321", "StreetName": "Cedar", "StreetNamePostType": "St", "PlaceName": "Cl') \
+        == (cl[1], 1)
+    assert read('{"Colour": "Blue", "Shape": "') == (-1, 0)  # nothing copied from the input
+    # the answer starts after the chat template's generation prompt
+    tok, n = chat_rows(tokenizer, prompt, '{"A')
+    assert answer_start(tok[0], n[0], text.header) == n[0] - len(first('{"A'))
+    # without it, the whole sequence before the value is read
+    assert read('{"AddressNumber": "4321", "StreetName": "', text._replace(header=text.header[:0])) \
+        == (first("Cedar")[0], 0)
+    # a tokenizer that cannot decode single ids: nothing is read
+    assert read('{"AddressNumber": "4321", "StreetName": "', no_input_text(len(tokenizer))) == (-1, 0)

@@ -62,23 +62,32 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
     return prefix, int(end)
 
 
-def token_classes(tokenizer, size: int) -> np.ndarray:
-    """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.candidates`): whitespace
-    only (spaces, newlines, indents), holding a digit, punctuation only, or a word (also every
-    id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
-    empty array (no classes; the request is then matched token for token only) and a warning,
-    never an error at engine start."""
-    from tasc_vllm.kernels.candidates import DIGIT, PUNCT, SPACE, WORD
-
+def token_texts(tokenizer, size: int) -> list[str] | None:
+    """Each token id's text below ``size`` (and the tokenizer's vocabulary), or None with a
+    warning when the tokenizer cannot decode single ids (never an error at engine start)."""
     n = min(len(tokenizer), size)
     ids = [[i] for i in range(n)]
     try:
         batch = getattr(tokenizer, "batch_decode", None)
-        texts = batch(ids) if callable(batch) else [tokenizer.decode(i) for i in ids]
+        return batch(ids) if callable(batch) else [tokenizer.decode(i) for i in ids]
     except Exception as e:
         logger.warning("TASC: %s cannot decode single token ids (%s); the request is matched token for token only",
                        type(tokenizer).__name__, e)
+        return None
+
+
+def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.ndarray:
+    """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.candidates`): whitespace
+    only (spaces, newlines, indents), holding a digit, punctuation only, or a word (also every
+    id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
+    empty array (no classes; the request is then matched token for token only).  ``texts``:
+    :func:`token_texts` already computed."""
+    from tasc_vllm.kernels.candidates import DIGIT, PUNCT, SPACE, WORD
+
+    texts = token_texts(tokenizer, size) if texts is None else texts
+    if texts is None:
         return np.zeros(0, dtype=np.uint8)
+    n = len(texts)
 
     def kind(t) -> int:
         if not isinstance(t, str) or not t:
@@ -95,6 +104,48 @@ def token_classes(tokenizer, size: int) -> np.ndarray:
     classes = np.zeros(size, dtype=np.uint8)
     classes[:n] = [kind(t) for t in texts]
     return classes
+
+
+def input_text(tokenizer, size: int, texts: list[str] | None = None):
+    """What the input-reading source (:mod:`tasc_vllm.kernels.input_reading`) knows of each
+    token id below ``size``: its text without whitespace (UTF-8 bytes; a token longer than
+    ``TEXT_WIDTH`` bytes or holding part of a character is never matched), whether it starts
+    with whitespace, and the first tokens of its text without that whitespace (how a word the
+    input holds after a space is written after a quote); and the chat template's tokens right
+    before an answer.  ``texts``: :func:`token_texts` already computed."""
+    from tasc_vllm.kernels.input_reading import BARE_TOKENS, TEXT_WIDTH, InputText, no_input_text
+
+    texts = token_texts(tokenizer, size) if texts is None else texts
+    if texts is None:
+        return no_input_text(size)
+    n = len(texts)
+    chars = np.zeros((size, TEXT_WIDTH), dtype=np.uint8)
+    length = np.zeros(size, dtype=np.uint8)
+    lead = np.zeros(size, dtype=np.uint8)
+    bare = np.full((size, BARE_TOKENS), -1, dtype=np.int32)
+    bare[:n, 0] = np.arange(n, dtype=np.int32)
+    spaced = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t or "\ufffd" in t:
+            continue
+        word = "".join(t.split()).encode("utf-8")
+        if not word or len(word) > TEXT_WIDTH:
+            continue
+        chars[i, : len(word)] = np.frombuffer(word, dtype=np.uint8)
+        length[i] = len(word)
+        if t[0].isspace():
+            lead[i] = 1
+            spaced.append(i)
+    if spaced:
+        try:
+            firsts = tokenizer([texts[i].lstrip() for i in spaced], add_special_tokens=False)["input_ids"]
+            for i, ids in zip(spaced, firsts):
+                bare[i] = -1
+                bare[i, : min(len(ids), BARE_TOKENS)] = ids[:BARE_TOKENS]
+        except Exception as e:  # the spaced forms stay: the source then guesses a value's first word as the input writes it
+            logger.warning("TASC: %s cannot encode a batch of words (%s)", type(tokenizer).__name__, e)
+    header = output_frame(tokenizer)[0][-8:]
+    return InputText(chars, length, lead, bare, np.asarray(header if len(header) >= 2 else [], dtype=np.int64))
 
 
 def whitespace_tokens(tokenizer, size: int, classes: np.ndarray | None = None) -> np.ndarray:

@@ -104,7 +104,7 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[np.ndarray]:
 
 
 def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: PolicyParams, space: np.ndarray,
-                 classes: np.ndarray, answer_offset: int, min_count: int = 1, seed: int = 0,
+                 classes: np.ndarray, text, answer_offset: int, min_count: int = 1, seed: int = 0,
                  progress: bool = False) -> tuple[np.ndarray, dict]:
     """Scorer weights trained on the corpus ``tokens`` replayed in folds, and how.
     ``answer_offset``: tokens of the answer frame before each text's first answer token."""
@@ -147,7 +147,7 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum([len(s) for s in seqs], out=offsets[1:])
         got, pos = training_rows(np.concatenate(seqs).astype(np.int64), offsets, np.asarray(starts, dtype=np.int64),
-                                 table.view, fold_params, space, classes, X[rows:], y[rows:], group[rows:],
+                                 table.view, fold_params, space, classes, text, X[rows:], y[rows:], group[rows:],
                                  positions)
         rows += int(got)
         positions += int(pos)
@@ -201,31 +201,34 @@ def read_scorer(path: Path, identity: dict) -> Scorer | None:
 MIN_CONFIDENCE = 0.03  # no token is drafted whose draft is less likely than this to be accepted in full
 
 
-def policy_inputs(tokenizer, cfg, vocab_size: int, corpus_entries: int) -> tuple[PolicyParams, np.ndarray, np.ndarray]:
+def policy_inputs(tokenizer, cfg, vocab_size: int, corpus_entries: int):
     """The learned policy's parameters under settings ``cfg``, the whitespace flags (empty
-    with ``spaced_match=0``) and the token classes, for a model of ``vocab_size`` ids."""
-    from tasc_vllm.index.ngram_cache import token_classes, whitespace_tokens
+    with ``spaced_match=0``), the token classes and the tokens' texts
+    (:func:`tasc_vllm.index.ngram_cache.input_text`), for a model of ``vocab_size`` ids."""
+    from tasc_vllm.index.ngram_cache import input_text, token_classes, token_texts, whitespace_tokens
 
-    classes = token_classes(tokenizer, vocab_size)
+    texts = token_texts(tokenizer, vocab_size)
+    classes = token_classes(tokenizer, vocab_size, texts)
     space = whitespace_tokens(tokenizer, vocab_size, classes) if cfg.spaced_match else np.zeros(0, dtype=np.uint8)
     params = PolicyParams(int(cfg.max_order), int(cfg.context_min_order), int(cfg.context_max_order),
                           int(corpus_entries), float(MIN_CONFIDENCE), int(vocab_size))
-    return params, space, classes
+    return params, space, classes, input_text(tokenizer, vocab_size, texts)
 
 
 def prepare_scorer(index, tokenizer, corpus, cfg, vocab_size: int, progress: bool = False):
-    """(scorer, policy parameters, whitespace flags, token classes) for ``index`` tokenized as
-    ``corpus`` (:class:`tasc_vllm.index.ngram_cache.TokenizedCorpus`)."""
+    """(scorer, policy parameters, whitespace flags, token classes, tokens' texts) for
+    ``index`` tokenized as ``corpus`` (:class:`tasc_vllm.index.ngram_cache.TokenizedCorpus`)."""
     from tasc_vllm.index.ngram_cache import output_frame
 
-    params, space, classes = policy_inputs(tokenizer, cfg, vocab_size, int(corpus.table.keys.shape[0]))
-    scorer = load_or_train_scorer(index, tokenizer, corpus.tokens, params, space, classes,
+    params, space, classes, text = policy_inputs(tokenizer, cfg, vocab_size, int(corpus.table.keys.shape[0]))
+    scorer = load_or_train_scorer(index, tokenizer, corpus.tokens, params, space, classes, text,
                                   len(output_frame(tokenizer)[0]), corpus.identity, progress)
-    return scorer, params, space, classes
+    return scorer, params, space, classes, text
 
 
 def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyParams, space: np.ndarray,
-                         classes: np.ndarray, answer_offset: int, identity: dict, progress: bool = False) -> Scorer:
+                         classes: np.ndarray, text, answer_offset: int, identity: dict,
+                         progress: bool = False) -> Scorer:
     """The scorer for this index and tokenizer: from the cache, or trained and cached."""
     identity = dict(identity, prompts_sha256=index.prompts_hash, feature_set=FEATURE_SET, version=SCORER_VERSION)
     try:
@@ -246,7 +249,7 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
         prompts = None
     else:
         prompts = prompt_token_ids(tokenizer, texts)
-    weights, info = train_scorer(tokens, prompts, params, space, classes, answer_offset,
+    weights, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
                                  min_count=identity.get("min_count", 1), progress=progress)
     scorer = Scorer(weights, info, path, False)
     if path is not None:

@@ -8,7 +8,10 @@ At the end of a sequence (the request's context plus the draft so far) the candi
   disagree in useful ways), with what online learning added to the table;
 - the request's own guesses: the follower of its longest earlier match, token for token
   (:func:`tasc_vllm.kernels.lookups.find_context_matches`), with whitespace-only tokens
-  skipped, and the follower of the longest earlier match that disagrees with the first.
+  skipped, and the follower of the longest earlier match that disagrees with the first;
+- the input's next token where the answer reads its input
+  (:mod:`tasc_vllm.kernels.input_reading`): a value's first word after a label, or the
+  value's next word.
 
 Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
 propose it and how strongly, the contexts' order and size, the token's class); the scorer
@@ -25,13 +28,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.lookups import corpus_entries
+from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries
 from tasc_vllm.kernels.ngram_table import TOP_K
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
-MAX_CANDIDATES = LEVELS * TOP_K + 3
-# token classes (:func:`tasc_vllm.index.ngram_cache.token_classes`)
-WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3
+MAX_CANDIDATES = LEVELS * TOP_K + 4
 
 FEATURES = (
     "bias",
@@ -60,6 +61,9 @@ FEATURES = (
     "count in the longest context, digit",
     "request's guess, digit",
     "request's guess, whitespace skipped, digit",
+    "the input's next word, after a copied value",
+    "the input's next token, inside a copied value",
+    "the input's next token, digit",
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -86,6 +90,9 @@ class Matches(NamedTuple):
     slen: int
     aptr: int
     alen: int
+    start: int  # the answer's first position (-1: unknown)
+    rtok: int  # the input's next token (:func:`tasc_vllm.kernels.input_reading.next_input_token`), -1 for none
+    rin: int  # 1 when the answer is inside the value it copies
 
 
 @njit(cache=True, inline="always")
@@ -137,7 +144,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
             if nexts[e, s] < 0:
                 break
             nc = _add_unique(cand, nc, nexts[e, s])
-    for t in (x_tok, s_tok, a_tok):
+    for t in (x_tok, s_tok, a_tok, matches.rtok):
         nc = _add_unique(cand, nc, t)
     inv_order = 1.0 / max(params.max_order, 1)
     inv_match = 1.0 / max(params.ctx_max_order, 1)
@@ -188,4 +195,8 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[21] = count1 * digit
         f[22] = x * digit
         f[23] = sp * digit
+        rd = 1.0 if t == matches.rtok else 0.0
+        f[24] = rd * (1 - matches.rin)
+        f[25] = rd * matches.rin
+        f[26] = rd * digit
     return nc

@@ -24,24 +24,28 @@ from numba import njit
 
 from tasc_vllm.kernels.calibration import calibrated, draft_bucket
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, Matches, gather
+from tasc_vllm.kernels.input_reading import answer_start, next_input_token
 from tasc_vllm.kernels.lookups import find_context_matches, is_space, next_non_space
 from tasc_vllm.kernels.scorer import best_candidate, learn_step
 
 
 @njit(cache=True)
-def request_matches(ctx, n_ctx, draft, n_draft, params, space):
-    """The request's guesses at the end of the sequence (:class:`Matches`)."""
+def request_matches(ctx, n_ctx, draft, n_draft, params, space, classes, text):
+    """The request's guesses at the end of the sequence (:class:`Matches`); ``text``: the
+    tokens' texts (:class:`tasc_vllm.kernels.input_reading.InputText`)."""
     ptr, mlen, aptr, alen = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                  params.ctx_max_order, space[:0])
     sptr, slen = -1, 0
     if space.shape[0] > 0:
         sptr, slen, _, _ = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                 params.ctx_max_order, space)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen)
+    start = answer_start(ctx, n_ctx, text.header)
+    rtok, rin = next_input_token(ctx, n_ctx, draft, n_draft, classes, text, start)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin)
 
 
 @njit(cache=True)
-def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space):
+def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
     """The request's guesses after ``tok`` joined the draft: a match whose guess it was goes
     on, the others are searched again."""
     if 0 <= m.ptr < n_ctx and tok == ctx[m.ptr]:
@@ -61,18 +65,19 @@ def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space):
         else:
             sptr, slen, _, _ = find_context_matches(ctx, n_ctx, out, n_draft, params.ctx_min_order,
                                                     params.ctx_max_order, space)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen)
+    rtok, rin = next_input_token(ctx, n_ctx, out, n_draft, classes, text, m.start)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, m.start, rtok, rin)
 
 
 @njit(cache=True)
-def draft_one(ctx, n_ctx, k, table, params, space, classes, weights, cal, out, out_conf, cand, feats, entries):
+def draft_one(ctx, n_ctx, k, table, params, space, classes, text, weights, cal, out, out_conf, cand, feats, entries):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's calibrated
     chance of full acceptance after each token in ``out_conf`` (never rising); returns how
     many.  ``cand``, ``feats``, ``entries``: scratch room."""
     n_draft = 0
     cum = 1.0
     last_q = 1.0
-    m = request_matches(ctx, n_ctx, out, 0, params, space)
+    m = request_matches(ctx, n_ctx, out, 0, params, space, classes, text)
     while n_draft < k:
         nc = gather(ctx, n_ctx, out, n_draft, table, params, classes, m, entries, cand, feats)
         if nc == 0:
@@ -89,12 +94,12 @@ def draft_one(ctx, n_ctx, k, table, params, space, classes, weights, cal, out, o
         out_conf[n_draft] = cum
         n_draft += 1
         last_q = q
-        m = _advance(ctx, n_ctx, out, n_draft, tok, m, params, space)
+        m = _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text)
     return n_draft
 
 
 @njit(cache=True)
-def draft_batch(rows, lengths, token_ids, limits, table, params, space, classes, weights, cal, out, out_len,
+def draft_batch(rows, lengths, token_ids, limits, table, params, space, classes, text, weights, cal, out, out_len,
                 out_conf):
     """Draft for each row index in ``rows`` (context ``token_ids[r, :lengths[r]]``, at most
     ``limits[i]`` tokens) into ``out[i]``/``out_len[i]``/``out_conf[i]``."""
@@ -103,7 +108,7 @@ def draft_batch(rows, lengths, token_ids, limits, table, params, space, classes,
     entries = np.empty(max(params.max_order, 1), dtype=np.int64)
     for i in range(rows.shape[0]):
         r = rows[i]
-        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, params, space, classes, weights, cal,
+        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, params, space, classes, text, weights, cal,
                                out[i], out_conf[i], cand, feats, entries)
 
 
@@ -152,7 +157,7 @@ def cut_batch(n_rows, m, out_len, out_conf, cal, cost):
 
 
 @njit(cache=True)
-def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, classes, weights, anchor):
+def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, classes, text, weights, anchor):
     """Update the scorer on each row's last ``new_tokens[i]`` tokens: the candidates as they
     stood before each token, labelled by whether they were it.  Returns the positions used."""
     cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
@@ -167,7 +172,7 @@ def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, clas
             tok = row[p]
             if tok < 0:
                 continue
-            m = request_matches(row, p, row, 0, params, space)
+            m = request_matches(row, p, row, 0, params, space, classes, text)
             nc = gather(row, p, row, 0, table, params, classes, m, entries, cand, feats)
             if nc:
                 learn_step(weights, anchor, feats, cand, nc, tok)

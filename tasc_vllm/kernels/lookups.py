@@ -10,6 +10,10 @@ from numba import njit
 from tasc_vllm.kernels.ngram_table import _SEED, finalize, lookup, mix
 
 
+# token classes (:func:`tasc_vllm.index.ngram_cache.token_classes`)
+WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3
+
+
 @njit(cache=True, inline="always")
 def token_at(ctx, n_ctx, draft, i):
     if i < n_ctx:

@@ -10,7 +10,7 @@ from tasc_vllm.kernels.learned_drafting import request_matches
 
 
 @njit(cache=True)
-def training_rows(seqs, offsets, starts, table, params, space, classes, X, y, group, first_group):
+def training_rows(seqs, offsets, starts, table, params, space, classes, text, X, y, group, first_group):
     """For each sequence ``seqs[offsets[s]:offsets[s + 1]]`` (a prompt and its answer, the
     answer's first predicted token at ``starts[s]``), the feature row of every candidate at
     every answer position into ``X`` and whether it was the next token into ``y``, until
@@ -25,7 +25,7 @@ def training_rows(seqs, offsets, starts, table, params, space, classes, X, y, gr
     for s in range(offsets.shape[0] - 1):
         seq = seqs[offsets[s]:offsets[s + 1]]
         for p in range(max(starts[s], 1), seq.shape[0]):
-            m = request_matches(seq, p, seq, 0, params, space)
+            m = request_matches(seq, p, seq, 0, params, space, classes, text)
             nc = gather(seq, p, seq, 0, table, params, classes, m, entries, cand, feats)
             if n + nc > cap:
                 return n, positions

@@ -298,6 +298,14 @@ def test_the_input_is_read_where_the_answer_left_it(tokenizer):
     # the answer starts after the chat template's generation prompt
     tok, n = chat_rows(tokenizer, prompt, '{"A')
     assert answer_start(tok[0], n[0], text.header) == n[0] - len(first('{"A'))
+    # walked one position at a time (learning, training), the start is the same as found afresh
+    from tasc_vllm.kernels.input_reading import answer_start_after
+    two, m = chat_rows(tokenizer, prompt, '{"A": "4321"}<|im_end|>\n<|im_start|>assistant\n{"B": "C')
+    start = answer_start(two[0], 1, text.header)
+    for p in range(2, m[0] + 1):
+        start = answer_start_after(two[0], p, text.header, start)
+        assert start == answer_start(two[0], p, text.header), p
+    assert start > n[0]  # the second answer's
     # without it, the whole sequence before the value is read
     assert read('{"AddressNumber": "4321", "StreetName": "', text._replace(header=text.header[:0])) \
         == (first("Cedar")[0], 0)

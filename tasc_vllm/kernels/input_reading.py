@@ -83,6 +83,26 @@ def answer_start(ctx, n_ctx, header):
 
 
 @njit(cache=True)
+def answer_start_after(ctx, n_ctx, header, before):
+    """:func:`answer_start` of ``ctx[:n_ctx]`` from ``before``, that of ``ctx[:n_ctx - 1]``,
+    in constant time: for callers that walk a sequence one position at a time."""
+    h = header.shape[0]
+    if h == 0:
+        return -1
+    lo = max(h - 1, n_ctx - HEADER_LOOKBACK)
+    e = n_ctx - 1
+    if e >= lo:
+        same = True
+        for j in range(h):
+            if ctx[e - h + 1 + j] != header[j]:
+                same = False
+                break
+        if same:
+            return n_ctx
+    return before if before >= 0 and before - 1 >= lo else -1
+
+
+@njit(cache=True)
 def _run_text(ctx, n_ctx, draft, s, e, text, buf):
     """The text of the sequence's tokens ``s..e`` (whitespace removed) into ``buf``; its
     length, or -1 when a token has no usable text or the run is too long."""

@@ -24,22 +24,22 @@ from numba import njit
 
 from tasc_vllm.kernels.calibration import calibrated, draft_bucket
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, Matches, gather
-from tasc_vllm.kernels.input_reading import answer_start, next_input_token
+from tasc_vllm.kernels.input_reading import answer_start, answer_start_after, next_input_token
 from tasc_vllm.kernels.lookups import find_context_matches, is_space, next_non_space
 from tasc_vllm.kernels.scorer import best_candidate, learn_step
 
 
 @njit(cache=True)
-def request_matches(ctx, n_ctx, draft, n_draft, params, space, classes, text):
+def request_matches(ctx, n_ctx, draft, n_draft, params, space, classes, text, start):
     """The request's guesses at the end of the sequence (:class:`Matches`); ``text``: the
-    tokens' texts (:class:`tasc_vllm.kernels.input_reading.InputText`)."""
+    tokens' texts (:class:`tasc_vllm.kernels.input_reading.InputText`); ``start``: the
+    answer's first position in ``ctx[:n_ctx]`` (:func:`tasc_vllm.kernels.input_reading.answer_start`)."""
     ptr, mlen, aptr, alen = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                  params.ctx_max_order, space[:0])
     sptr, slen = -1, 0
     if space.shape[0] > 0:
         sptr, slen, _, _ = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                 params.ctx_max_order, space)
-    start = answer_start(ctx, n_ctx, text.header)
     rtok, rin = next_input_token(ctx, n_ctx, draft, n_draft, classes, text, start)
     return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin)
 
@@ -77,7 +77,7 @@ def draft_one(ctx, n_ctx, k, table, params, space, classes, text, weights, cal, 
     n_draft = 0
     cum = 1.0
     last_q = 1.0
-    m = request_matches(ctx, n_ctx, out, 0, params, space, classes, text)
+    m = request_matches(ctx, n_ctx, out, 0, params, space, classes, text, answer_start(ctx, n_ctx, text.header))
     while n_draft < k:
         nc = gather(ctx, n_ctx, out, n_draft, table, params, classes, m, entries, cand, feats)
         if nc == 0:
@@ -168,11 +168,15 @@ def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, clas
         r = rows[i]
         row = token_ids[r]
         n = lengths[r]
-        for p in range(max(1, n - new_tokens[i]), n):
+        first = max(1, n - new_tokens[i])
+        start = answer_start(row, first, text.header)
+        for p in range(first, n):
+            if p > first:
+                start = answer_start_after(row, p, text.header, start)
             tok = row[p]
             if tok < 0:
                 continue
-            m = request_matches(row, p, row, 0, params, space, classes, text)
+            m = request_matches(row, p, row, 0, params, space, classes, text, start)
             nc = gather(row, p, row, 0, table, params, classes, m, entries, cand, feats)
             if nc:
                 learn_step(weights, anchor, feats, cand, nc, tok)

@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit
 
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, gather
+from tasc_vllm.kernels.input_reading import answer_start, answer_start_after
 from tasc_vllm.kernels.learned_drafting import request_matches
 
 
@@ -24,8 +25,12 @@ def training_rows(seqs, offsets, starts, table, params, space, classes, text, X,
     cap = X.shape[0]
     for s in range(offsets.shape[0] - 1):
         seq = seqs[offsets[s]:offsets[s + 1]]
-        for p in range(max(starts[s], 1), seq.shape[0]):
-            m = request_matches(seq, p, seq, 0, params, space, classes, text)
+        first = max(starts[s], 1)
+        start = answer_start(seq, first, text.header)
+        for p in range(first, seq.shape[0]):
+            if p > first:
+                start = answer_start_after(seq, p, text.header, start)
+            m = request_matches(seq, p, seq, 0, params, space, classes, text, start)
             nc = gather(seq, p, seq, 0, table, params, classes, m, entries, cand, feats)
             if n + nc > cap:
                 return n, positions

@@ -306,7 +306,7 @@ def main(argv=None) -> int:
     here = machine()
     out = earlier or {"name": name, "started_unix": int(t0), "machine": here, "settings": settings,
                       "tasks": [], "seconds": 0.0}
-    kept = [t["task"] for t in out["tasks"]]  # a task is kept whole, with every model it serves
+    kept = list(dict.fromkeys(t["task"] for t in out["tasks"]))  # a task is kept whole, with every model it serves
     if earlier is None:
         log.write_text("")
     else:

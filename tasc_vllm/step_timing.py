@@ -13,8 +13,10 @@ hundreds).  It is fitted by exponentially weighted least squares for each knee o
 measured, and whenever the fit is degenerate (no variation in the drafts yet), the prior
 holds: a fixed part worth ``PRIOR_FIXED_TOKENS`` verified tokens and a knee of
 ``PRIOR_KNEE``.  Only the ratios matter to the drafting policy, so the prior needs no unit.
-A step far slower than the model predicts (a prefill joined it, the server was idle) is left
-out.  The setting ``step_cost_model`` replaces the measurement by a fixed model.
+A step that prefilled a request that joined is left out (:func:`decoded_only`: the model is of
+decode steps, and on a CPU a prompt costs as much as many drafts), and so is a step far slower
+than the model predicts (the server was idle).  The setting ``step_cost_model`` replaces the
+measurement by a fixed model.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def worth_drafting(cost: np.ndarray, rows: int) -> float:
     if rows < knee:
         return 0.0
     return float(per_token * rows / (fixed + per_row * rows + per_token * (rows - knee)))
+
+
+def decoded_only(gained: list[int], lengths: np.ndarray, before: np.ndarray | None) -> bool:
+    """Whether a step only decoded the rows of the step before it: the same rows, each longer
+    by the tokens it gained (``lengths`` now, ``before`` at the call before).  A request that
+    joined starts its row afresh, at its prompt's length, and its prefill ran in the step."""
+    return (before is not None and len(gained) == before.shape[0] and min(gained, default=0) > 0
+            and np.array_equal(lengths - np.asarray(gained, dtype=lengths.dtype), before))
 
 
 class StepTimer:

@@ -171,6 +171,35 @@ def test_the_step_timer_recovers_the_engine_cost_model():
     assert timer.cost()[0] == fixed
 
 
+def test_the_step_timer_times_decode_steps_only(prompted_index, tokenizer, isolated_cache):
+    """A step that prefilled a request that joined is not a decode step: on a CPU its prompt
+    costs as much as many drafts, so it stays out of the step-time model, as does a step
+    in which a request left or was still prefilling."""
+    from tasc_vllm.step_timing import decoded_only
+
+    before = np.array([40, 52])
+    assert decoded_only([1, 3], np.array([41, 55]), before)  # each row gained its accepted tokens
+    assert not decoded_only([1, 1], np.array([18, 53]), before)  # row 0 holds a request that joined
+    assert not decoded_only([1], np.array([41]), before)  # a request left
+    assert not decoded_only([0, 1], np.array([40, 53]), before)  # row 0 is still prefilling
+    assert not decoded_only([1, 1], np.array([41, 53]), None)  # the first call
+
+    p = learned(prompted_index, tokenizer, step_cost_model="")
+    first, n_first = chat_rows(tokenizer, "Label the parts of this address: 77 Larch St Oakham", '{"AddressNumber": "77"')
+    second, n_second = chat_rows(tokenizer, "Label the parts of this address: 9 Elm Rd Bristol", '{"AddressNumber": "9"')
+    end = int(n_first[0]) - 6
+    for end in range(end, end + 6):  # one request, a token a step: 5 decode steps timed
+        p.propose([[int(first[0, end - 1])]], np.array([end], dtype=np.int32), first)
+    assert p.timer.samples == 5
+    last = end
+    end = int(n_second[0]) - 6  # the next request in the same row: its first step prefilled it
+    assert end - 1 != last  # its prompt's length is not where the request before stopped
+    p.propose([[int(second[0, end - 1])]], np.array([end], dtype=np.int32), second)
+    assert p.timer.samples == 5
+    p.propose([[int(second[0, end])]], np.array([end + 1], dtype=np.int32), second)
+    assert p.timer.samples == 6
+
+
 def test_a_fixed_step_cost_model_is_checked():
     assert parse_cost_model("") is None
     assert parse_cost_model("16,0,1,4").tolist() == [16, 0, 1, 4]
@@ -242,9 +271,12 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
                for p, _ in pairs]
     answers = [tokenizer.encode(a, add_special_tokens=False) + [tokenizer.eos_token_id] for _, a in pairs]
     settings = TascConfig(index=str(prompted_index), learn_entries=0).to_dict()
-    cost = [40.0, 0.0, 2.3, 6.0]  # ms: flat up to 6 verified tokens, then 2.3 per token
-    runs = [{"method": "none", "batch_size": 1, "repeat": 0, "token_ids": answers, "tokens_per_second": 10.0},
+    cost = [0.040, 0.0, 0.0023, 6.0]  # seconds: flat up to 6 verified tokens, then 2.3 ms per token
+    plain_seconds = 0.035 * sum(map(len, answers))  # a plain step cheaper than the model's step without drafts
+    runs = [{"method": "none", "batch_size": 1, "repeat": 0, "token_ids": answers, "tokens_per_second": 10.0,
+             "seconds": plain_seconds},
             {"method": "tasc", "batch_size": 1, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 30.0,
+             "seconds": 1.3,
              "proposer": {"step_cost": cost}, "spec_metrics": {"mean_acceptance_length": 4.0}},
             {"method": "tasc", "batch_size": 16, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 90.0,
              "proposer": {"step_cost": cost}}]
@@ -257,9 +289,19 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
     # the modelled speed-up is plain decoding's steps over these steps, priced by the cost given
     assert 1.5 < est["speedup"] <= tokens / est["steps"]
     assert est["step_cost"] == cost
+    # the modelled time: a step without drafts (each answer's first, from prefill, among them) at
+    # the model's 40 ms, a drafted step at 40 ms plus 2.3 per token past 6
+    assert est["steps"] * 0.040 <= est["seconds"] <= est["steps"] * 0.040 + 0.0023 * est["drafted"]
+    assert est["speedup"] == pytest.approx(0.040 * tokens / est["seconds"])
     table = replay_gap(runs)
-    assert table[2].startswith("| method | speed-up (tokens/s), measured | replay estimate")
-    assert table[4] == f"| tasc | 3.00 | {est['speedup']:.2f} | 4.00 | {est['mean_accepted_length']:.2f} |"
+    assert table[2].startswith("| method | seconds, measured | replay | speed-up (tokens/s), measured | replay |")
+    # the replay's speed-up: the plain run's measured time over the replay's modelled time
+    assert table[4] == (f"| tasc | 1.3 | {est['seconds']:.1f} | 3.00 | {plain_seconds / est['seconds']:.2f} | 4.00 | "
+                        f"{est['mean_accepted_length']:.2f} |")
+    assert "†" not in "\n".join(table)
+    del est["seconds"]  # a file from before the replay recorded its time: the model's own plain price, marked
+    table = replay_gap(runs)
+    assert table[4].split(" | ")[4] == f"{est['speedup']:.2f}†" and table[-2].startswith("† measured before")
     assert replay_gap(runs[:1]) == []  # no TASC-spec run, no table
 
 

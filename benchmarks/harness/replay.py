@@ -121,7 +121,8 @@ def replay_estimate(tokenizer, prompt_ids: list[list[int]], output_ids: list[lis
     (as the run recorded them, index included) drafting over the plain run's answers, each
     step priced by ``cost`` (the step-time model the engine's proposer measured).  Gives the
     modelled speed-up over plain decoding, the mean accepted length (tokens per step, as vLLM
-    counts it: accepted + 1 per drafted step) and the counts behind them."""
+    counts it: accepted + 1 per drafted step), the steps' modelled time (``seconds``, in the
+    cost's unit) and the counts behind them."""
     from tasc_vllm.config import TascConfig
 
     keep = {k_: v for k_, v in settings.items() if k_ in TascConfig.__dataclass_fields__}
@@ -131,5 +132,5 @@ def replay_estimate(tokenizer, prompt_ids: list[list[int]], output_ids: list[lis
     drafts = r["drafts"]
     return {"speedup": r["plain_time"] / r["time"] if r["time"] > 0 else None,
             "mean_accepted_length": 1 + r["accepted"] / drafts if drafts else None,
-            "steps": r["steps"], "drafts": drafts, "drafted": r["drafted"], "accepted": r["accepted"],
+            "seconds": r["time"], "steps": r["steps"], "drafts": drafts, "drafted": r["drafted"], "accepted": r["accepted"],
             "step_cost": [float(c) for c in cost]}

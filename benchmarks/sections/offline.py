@@ -149,23 +149,42 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
 
 
 def replay_gap(runs: list[dict]) -> list[str]:
-    """TASC-spec's engine runs at batch 1 beside what the replay predicted for them."""
+    """TASC-spec's engine runs at batch 1 beside what the replay predicted for them: the run's
+    time, its speed-up over the plain run and its mean accepted length."""
     groups = repeated([r for r in runs if r.get("replay")])
     if not groups:
         return []
-    base_tps = {r.get("repeat", 0): r["tokens_per_second"] for r in runs if r["method"] == "none" and r["batch_size"] == 1}
+    plain = {r.get("repeat", 0): r for r in runs if r["method"] == "none" and r["batch_size"] == 1}
+    old = False  # a file from before the replay gave its time: a plain step priced by the model
+
+    def estimate(r):
+        base, est = plain.get(r.get("repeat", 0)), r["replay"]
+        if est.get("seconds") and base and base.get("seconds"):
+            return base["seconds"] / est["seconds"]
+        return est["speedup"]
+
     lines = ["TASC-spec at batch 1, as measured and as the replay predicts it (`benchmarks/harness/replay.py`: the "
              "same settings and index drafting over the plain run's answers, each step priced by the step time "
-             "the engine's proposer measured; prefill and the engine's other costs are left out). The gap is what "
-             "the replay, which ranks drafting policies without an engine, does not see.", "",
-             "| method | speed-up (tokens/s), measured | replay estimate | mean accepted length, measured | replay |",
-             "| --- | --- | --- | --- | --- |"]
+             "the engine's proposer measured). The replay's speed-up is the plain run's measured time over the "
+             "replay's modelled time. The gap is what the replay, which ranks drafting policies without an "
+             "engine, does not see.", "",
+             "| method | seconds, measured | replay | speed-up (tokens/s), measured | replay | "
+             "mean accepted length, measured | replay |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for (_, method), g in sorted(groups.items(), key=lambda kv: kv[0][0]):
-        tps = [base_tps.get(r.get("repeat", 0)) for r in g]
-        lines.append(f"| {method} | {spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
-                     f"{spread([r['replay']['speedup'] for r in g])} | "
+        tps = [(plain.get(r.get("repeat", 0)) or {}).get("tokens_per_second") for r in g]
+        mark = "†" if any(not r["replay"].get("seconds") for r in g) else ""
+        old = old or bool(mark)
+        lines.append(f"| {method} | {spread([r.get('seconds') for r in g], 1)} | "
+                     f"{spread([r['replay'].get('seconds') for r in g], 1)} | "
+                     f"{spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
+                     f"{spread([estimate(r) for r in g])}{mark} | "
                      f"{spread([r.get('spec_metrics', {}).get('mean_acceptance_length') for r in g])} | "
                      f"{spread([r['replay']['mean_accepted_length'] for r in g])} |")
+    if old:
+        lines += ["", "† measured before the replay recorded its modelled time: the plain run's steps priced by "
+                      "the same step-time model, which fits the engine's steps with drafts and so can misprice a "
+                      "step without them."]
     return lines + [""]
 
 

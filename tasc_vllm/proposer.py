@@ -183,13 +183,13 @@ class TascProposer:
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
         n = len(sampled_token_ids)
         t0 = time.perf_counter()
-        lengths = np.array(num_tokens_no_spec[:n], dtype=np.int64)
+        lengths = np.array(num_tokens_no_spec[:n], dtype=np.int32)  # a copy: vLLM reuses its array
         if self._last_step is not None:
             start, rows, tokens, before = self._last_step
             if decoded_only([len(x) for x in sampled_token_ids], lengths, before):  # no request joined or left
                 self.timer.record(rows, tokens, t0 - start)
         try:
-            drafts = self._propose(sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
+            drafts = self._propose(sampled_token_ids, lengths, token_ids_cpu)
         except Exception:
             self.stats["errors"] += 1
             if not self._error_logged:

@@ -61,6 +61,18 @@ def is_content(classes, tok):
     return c == WORD or c == DIGIT
 
 
+@njit(cache=True, inline="always")
+def _header_ends_at(ctx, e, header):
+    """Whether ``header`` (not empty) ends at ``ctx[e]``; ``e >= len(header) - 1``."""
+    h = header.shape[0]
+    if ctx[e] != header[h - 1]:
+        return False
+    for j in range(h - 1):
+        if ctx[e - h + 1 + j] != header[j]:
+            return False
+    return True
+
+
 @njit(cache=True)
 def answer_start(ctx, n_ctx, header):
     """The position right after the last occurrence of ``header`` in ``ctx[:n_ctx]`` (looked
@@ -70,14 +82,7 @@ def answer_start(ctx, n_ctx, header):
         return -1
     lo = max(h - 1, n_ctx - HEADER_LOOKBACK)
     for e in range(n_ctx - 1, lo - 1, -1):
-        if ctx[e] != header[h - 1]:
-            continue
-        same = True
-        for j in range(h - 1):
-            if ctx[e - h + 1 + j] != header[j]:
-                same = False
-                break
-        if same:
+        if _header_ends_at(ctx, e, header):
             return e + 1
     return -1
 
@@ -90,15 +95,8 @@ def answer_start_after(ctx, n_ctx, header, before):
     if h == 0:
         return -1
     lo = max(h - 1, n_ctx - HEADER_LOOKBACK)
-    e = n_ctx - 1
-    if e >= lo:
-        same = True
-        for j in range(h):
-            if ctx[e - h + 1 + j] != header[j]:
-                same = False
-                break
-        if same:
-            return n_ctx
+    if n_ctx - 1 >= lo and _header_ends_at(ctx, n_ctx - 1, header):
+        return n_ctx
     return before if before >= 0 and before - 1 >= lo else -1
 
 

@@ -33,7 +33,7 @@ CANONICAL = (
     ("make bench", "python -m benchmarks.run --name system --model fine-tuned,tasc-ft", "system.json", offline),
     ("make bench", "python -m benchmarks.run --name gemma --base-model gemma-3-270m --model fine-tuned,tasc-ft,default",
      "gemma.json", offline),
-    ("make bench", "python -m benchmarks.run --model default", "full.json", offline),
+    ("make bench", "python -m benchmarks.run --model default --tasks usaddress,bfcl", "full.json", offline),
     ("make bench", "python -m benchmarks.online", "online.json", online),
     ("make bench", "python -m benchmarks.ft --task usaddress", "ft-usaddress.json", ft),
     ("make bench", "python -m benchmarks.ft --task bfcl", "ft-bfcl.json", ft),

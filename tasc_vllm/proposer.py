@@ -30,7 +30,7 @@ from tasc_vllm.kernels import learned_drafting
 from tasc_vllm.kernels.candidates import FEATURE_SET, NUM_FEATURES
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
 from tasc_vllm.kernels.params import draft_params
-from tasc_vllm.step_timing import StepTimer, decoded_only, parse_cost_model, worth_drafting
+from tasc_vllm.step_timing import StepRows, StepTimer, parse_cost_model, worth_drafting
 
 logger = logging.getLogger("tasc_vllm")
 
@@ -102,7 +102,7 @@ class TascProposer:
                           else np.zeros(0, dtype=np.uint8))
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
-        self._last_step = None  # (start time, rows, tokens to verify, row lengths) of the last call
+        self._last_step = None  # (start time, StepRows) of the last call
         # whole drafts are scored by what the model accepted: always with the learned policy (unless calibrate=0)
         self._scores_drafts = self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate > 0)
         self.scorer_info = {}
@@ -185,9 +185,10 @@ class TascProposer:
         t0 = time.perf_counter()
         lengths = np.array(num_tokens_no_spec[:n], dtype=np.int32)  # a copy: vLLM reuses its array
         if self._last_step is not None:
-            start, rows, tokens, before = self._last_step
-            if decoded_only([len(x) for x in sampled_token_ids], lengths, before):  # no request joined or left
-                self.timer.record(rows, tokens, t0 - start)
+            start, before = self._last_step
+            step = before.step([len(x) for x in sampled_token_ids], lengths, token_ids_cpu)
+            if step is not None:
+                self.timer.record(*step[:2], t0 - start, prompt=step[2])
         try:
             drafts = self._propose(sampled_token_ids, lengths, token_ids_cpu)
         except Exception:
@@ -201,7 +202,8 @@ class TascProposer:
                 )
             drafts = [[] for _ in range(n)]
         t1 = time.perf_counter()
-        self._last_step = (t0, n, n + sum(map(len, drafts)), lengths)  # a step runs from one call's start to the next's
+        if self.timer.fixed is None:  # a step runs from one call's start to the next's
+            self._last_step = (t0, StepRows(lengths, token_ids_cpu, [len(d) for d in drafts]))
         self.stats["seconds"] += t1 - t0
         self.stats["calls"] += 1
         self.stats["rows"] += n

@@ -1,11 +1,11 @@
 """The engine's step time, measured by the proposer from the time between its calls.
 
 vLLM calls ``propose`` once per step, right after the step's forward pass; the time from the
-end of one call to the start of the next is the step that verified the drafts the first call
+start of one call to the start of the next is the step that verified the drafts the first call
 made.  The model of a step that verifies ``N`` tokens for ``rows`` requests (one token per row
-plus the drafts) is
+plus the drafts) while prefilling ``P`` prompt tokens of requests that joined is
 
-    time = fixed + per_row * rows + per_token * max(0, N - knee)
+    time = fixed + per_row * rows + per_token * max(0, N - knee) + per_prompt_token * P
 
 (the knee: how many tokens the kernels verify at the price of one; on a CPU a few, on a GPU
 hundreds).  It is fitted by exponentially weighted least squares for each knee of
@@ -13,10 +13,17 @@ hundreds).  It is fitted by exponentially weighted least squares for each knee o
 measured, and whenever the fit is degenerate (no variation in the drafts yet), the prior
 holds: a fixed part worth ``PRIOR_FIXED_TOKENS`` verified tokens and a knee of
 ``PRIOR_KNEE``.  Only the ratios matter to the drafting policy, so the prior needs no unit.
-A step that prefilled a request that joined is left out (:func:`decoded_only`: the model is of
-decode steps, and on a CPU a prompt costs as much as many drafts), and so is a step far slower
-than the model predicts (the server was idle).  The setting ``step_cost_model`` replaces the
-measurement by a fixed model.
+
+A fit is bounded by what a token can cost: the tokens up to the knee are verified within the
+flat part of a step, so ``per_token * knee`` is at most ``fixed + per_row * rows`` (at the
+mean row count).  Where the least-squares fit breaks the bound (few steps past a knee, one of
+them slow) the fit is redone on the bound.
+
+Which rows of a step are requests that joined is read from the rows themselves
+(:class:`StepRows`): vLLM gives no request ids, and it moves rows when a request leaves.  A
+step far slower than the model predicts (the server was idle) is left out, and so is a step
+in which a request was still prefilling in chunks.  The setting ``step_cost_model`` replaces
+the measurement by a fixed model.
 """
 
 from __future__ import annotations
@@ -59,12 +66,36 @@ def worth_drafting(cost: np.ndarray, rows: int) -> float:
     return float(per_token * rows / (fixed + per_row * rows + per_token * (rows - knee)))
 
 
-def decoded_only(gained: list[int], lengths: np.ndarray, before: np.ndarray | None) -> bool:
-    """Whether a step only decoded the rows of the step before it: the same rows, each longer
-    by the tokens it gained (``lengths`` now, ``before`` at the call before).  A request that
-    joined starts its row afresh, at its prompt's length, and its prefill ran in the step."""
-    return (before is not None and len(gained) == before.shape[0] and min(gained, default=0) > 0
-            and np.array_equal(lengths - np.asarray(gained, dtype=lengths.dtype), before))
+class StepRows:
+    """What each row held at a ``propose`` call, to tell at the next call which rows are the
+    same requests: a row that gained ``g`` tokens was, at the call before, ``g`` tokens shorter
+    and ended with the token now at that place.  A row matching no row of the call before is
+    a request that joined, whose prompt the step prefilled.  A request that left is simply
+    absent (vLLM fills its place with the batch's last row)."""
+
+    def __init__(self, lengths: np.ndarray, token_ids: np.ndarray, drafted: list[int]):
+        self.rows: dict[tuple[int, int], list[int]] = {}
+        last = token_ids[np.arange(lengths.shape[0]), np.maximum(lengths, 1) - 1] if lengths.shape[0] else lengths
+        for n, t, d in zip(lengths.tolist(), last.tolist(), drafted):
+            self.rows.setdefault((n, t), []).append(d)
+
+    def step(self, gained: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> tuple[int, int, int] | None:
+        """``(rows, tokens verified, prompt tokens prefilled)`` of the step since that call, or
+        None when a row gained nothing (a prompt still prefilling in chunks, or a discarded row)."""
+        if not gained or min(gained) <= 0:
+            return None
+        before = lengths - np.asarray(gained, dtype=lengths.dtype)
+        last = token_ids[np.arange(len(gained)), np.maximum(before, 1) - 1]
+        unmatched = {key: list(ds) for key, ds in self.rows.items()}
+        tokens = prompt = 0
+        for n, t in zip(before.tolist(), last.tolist()):
+            ds = unmatched.get((n, t))
+            if ds:
+                tokens += 1 + ds.pop()  # the token sampled at that call and the drafts made for it
+            else:
+                tokens += 1
+                prompt += n  # a request that joined: its prompt was prefilled in this step
+        return len(gained), tokens, prompt
 
 
 class StepTimer:
@@ -74,27 +105,29 @@ class StepTimer:
         self.fixed = fixed
         self.samples = 0
         k = len(KNEES)
-        self._xtx = np.zeros((k, 3, 3))
-        self._xty = np.zeros((k, 3))
+        self._xtx = np.zeros((k, 4, 4))
+        self._xty = np.zeros((k, 4))
         self._yty = np.zeros(k)
         self._cost = fixed.copy() if fixed is not None else np.array([PRIOR_FIXED_TOKENS, 0.0, 1.0, PRIOR_KNEE])
+        self.per_prompt_token = 0.0
         self.measured = False
 
     def cost(self) -> np.ndarray:
         """(fixed, per_row, per_token, knee)."""
         return self._cost
 
-    def predict(self, rows: int, tokens: int) -> float:
+    def predict(self, rows: int, tokens: int, prompt: int = 0) -> float:
         c = self._cost
-        return float(c[0] + c[1] * rows + c[2] * max(0.0, tokens - c[3]))
+        return float(c[0] + c[1] * rows + c[2] * max(0.0, tokens - c[3]) + self.per_prompt_token * prompt)
 
-    def record(self, rows: int, tokens: int, seconds: float) -> None:
-        """One step of ``rows`` requests that verified ``tokens`` tokens took ``seconds``."""
+    def record(self, rows: int, tokens: int, seconds: float, prompt: int = 0) -> None:
+        """One step of ``rows`` requests that verified ``tokens`` tokens and prefilled
+        ``prompt`` prompt tokens took ``seconds``."""
         if self.fixed is not None or rows <= 0 or seconds <= 0.0:
             return
-        if self.measured and seconds > OUTLIER * self.predict(rows, tokens):
+        if self.measured and seconds > OUTLIER * self.predict(rows, tokens, prompt):
             return
-        x = np.array([[1.0, rows, max(0.0, tokens - k)] for k in KNEES])
+        x = np.array([[1.0, rows, max(0.0, tokens - k), prompt] for k in KNEES])
         self._xtx *= FORGET
         self._xty *= FORGET
         self._yty *= FORGET
@@ -107,15 +140,18 @@ class StepTimer:
 
     def _refit(self) -> None:
         best = None
+        rows = self._xtx[0, 0, 1] / self._xtx[0, 0, 0]  # the weighted mean row count
         for i, knee in enumerate(KNEES):
-            a = self._xtx[i] + RIDGE * np.eye(3)
-            try:
-                theta = np.linalg.solve(a, self._xty[i])
-            except np.linalg.LinAlgError:
-                continue
-            sse = self._yty[i] - 2 * theta @ self._xty[i] + theta @ self._xtx[i] @ theta
-            if theta[2] <= 0 or theta[0] + theta[1] <= 0:
+            theta = self._solve(self._xtx[i], self._xty[i])
+            if theta is not None and theta[2] * knee > theta[0] + theta[1] * rows:
+                # a token past the knee dearer than the flat part allows: fit on the bound,
+                # fixed = per_token * knee - per_row * rows
+                t = np.array([[knee, -rows, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+                phi = self._solve(t.T @ self._xtx[i] @ t, t.T @ self._xty[i])
+                theta = None if phi is None else t @ phi
+            if theta is None or theta[2] <= 0 or theta[0] + theta[1] <= 0:
                 continue  # no cost per token seen yet, or no fixed part: not a usable model
+            sse = self._yty[i] - 2 * theta @ self._xty[i] + theta @ self._xtx[i] @ theta
             if best is None or sse < best[0] - 1e-15:
                 best = (sse, theta, knee)
         if best is None:
@@ -124,10 +160,18 @@ class StepTimer:
         self._cost = np.array([max(theta[0], 0.0), max(theta[1], 0.0), theta[2], float(knee)])
         if self._cost[0] + self._cost[1] <= 0:
             self._cost[0] = theta[2]
+        self.per_prompt_token = max(theta[3], 0.0)
         self.measured = True
+
+    @staticmethod
+    def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        try:
+            return np.linalg.solve(a + RIDGE * np.eye(a.shape[0]), b)
+        except np.linalg.LinAlgError:
+            return None
 
     def summary(self) -> str:
         c = self._cost
         source = "given" if self.fixed is not None else ("measured" if self.measured else "prior")
         return (f"step time ({source}, {self.samples} steps): {c[0]:.4g} + {c[1]:.4g}/row + "
-                f"{c[2]:.4g}/token past {c[3]:g} tokens")
+                f"{c[2]:.4g}/token past {c[3]:g} tokens + {self.per_prompt_token:.4g}/prompt token")

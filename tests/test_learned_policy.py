@@ -171,33 +171,63 @@ def test_the_step_timer_recovers_the_engine_cost_model():
     assert timer.cost()[0] == fixed
 
 
-def test_the_step_timer_times_decode_steps_only(prompted_index, tokenizer, isolated_cache):
-    """A step that prefilled a request that joined is not a decode step: on a CPU its prompt
-    costs as much as many drafts, so it stays out of the step-time model, as does a step
-    in which a request left or was still prefilling."""
-    from tasc_vllm.step_timing import decoded_only
+def test_the_step_timer_prices_prompts_and_bounds_what_a_token_costs():
+    """At batch 16 a request joins nearly every step, so joined steps are timed with their
+    prompt tokens as a term of their own; and a few slow steps past a high knee cannot make a
+    token dearer than the flat part of a step allows."""
+    rng = np.random.default_rng(1)
+    timer = StepTimer()
+    for _ in range(600):
+        rows_ = 16
+        tokens = rows_ + int(rng.poisson(20))
+        prompt = int(rng.integers(60, 90)) * int(rng.random() < 0.8)
+        true = 0.080 + 0.0022 * max(0, tokens - 16) + 0.0005 * prompt
+        timer.record(rows_, tokens, true * rng.uniform(0.97, 1.03), prompt=prompt)
+    fixed, per_row, per_token, knee = timer.cost()
+    assert abs(per_token - 0.0022) < 0.0004 and abs(timer.per_prompt_token - 0.0005) < 0.0001
+    assert abs(timer.predict(16, 40) - (0.080 + 0.0022 * 24)) < 0.01
 
-    before = np.array([40, 52])
-    assert decoded_only([1, 3], np.array([41, 55]), before)  # each row gained its accepted tokens
-    assert not decoded_only([1, 1], np.array([18, 53]), before)  # row 0 holds a request that joined
-    assert not decoded_only([1], np.array([41]), before)  # a request left
-    assert not decoded_only([0, 1], np.array([40, 53]), before)  # row 0 is still prefilling
-    assert not decoded_only([1, 1], np.array([41, 53]), None)  # the first call
+    slow = StepTimer()
+    for i in range(300):  # no drafts past 64 tokens but three steps, made slow by something else
+        tokens = 70 if i % 100 == 0 else 16 + int(rng.integers(0, 20))
+        seconds = 0.9 if tokens == 70 else 0.080 + 0.0022 * (tokens - 16)
+        slow.record(16, tokens, seconds * rng.uniform(0.97, 1.03))
+    fixed, per_row, per_token, knee = slow.cost()
+    assert per_token * knee <= fixed + per_row * 16 + 1e-9
+    assert per_token < 0.01  # the three slow steps alone would price a token past 64 at about 0.1 s
+
+
+def test_the_step_rows_tell_requests_that_joined(prompted_index, tokenizer, isolated_cache):
+    """vLLM gives no request ids and moves rows when a request leaves: the rows are matched by
+    their lengths and last tokens, a request that joined is priced by its prompt, and a row
+    still prefilling in chunks leaves the step out."""
+    from tasc_vllm.step_timing import StepRows
+
+    toks = np.zeros((4, 64), dtype=np.int32)
+    toks[0, :41], toks[1, :52], toks[2, :30] = 7, 8, 9
+    before = StepRows(np.array([40, 52, 30]), toks, [3, 0, 5])
+    after = toks.copy()  # request 2 left; request 1 moved to row 0 and gained 1; a request joined in row 1
+    after[0, :53] = 8
+    after[1, :19] = 5
+    after[2, :44] = 7  # request 0 moved to row 2 and gained 4 (3 drafts accepted)
+    assert before.step([1, 1, 4], np.array([53, 19, 44]), after) == (3, 1 + 0 + 1 + 1 + 3, 18)
+    assert before.step([0, 1, 4], np.array([52, 19, 44]), after) is None  # row 0 still prefilling
+    same_length = after.copy()
+    same_length[1, :41] = 5  # a joined request whose prompt is as long as request 0 was, but ends otherwise
+    assert before.step([1, 1], np.array([53, 41]), same_length)[2] == 40
 
     p = learned(prompted_index, tokenizer, step_cost_model="")
     first, n_first = chat_rows(tokenizer, "Label the parts of this address: 77 Larch St Oakham", '{"AddressNumber": "77"')
     second, n_second = chat_rows(tokenizer, "Label the parts of this address: 9 Elm Rd Bristol", '{"AddressNumber": "9"')
     end = int(n_first[0]) - 6
-    for end in range(end, end + 6):  # one request, a token a step: 5 decode steps timed
+    for end in range(end, end + 6):  # one request, a token a step: 5 steps timed, none prefilled a prompt
         p.propose([[int(first[0, end - 1])]], np.array([end], dtype=np.int32), first)
     assert p.timer.samples == 5
-    last = end
     end = int(n_second[0]) - 6  # the next request in the same row: its first step prefilled it
-    assert end - 1 != last  # its prompt's length is not where the request before stopped
+    recorded = []
+    p.timer.record = lambda *a, **kw: recorded.append((a, kw))
     p.propose([[int(second[0, end - 1])]], np.array([end], dtype=np.int32), second)
-    assert p.timer.samples == 5
-    p.propose([[int(second[0, end])]], np.array([end + 1], dtype=np.int32), second)
-    assert p.timer.samples == 6
+    assert recorded[0][0][:2] == (1, 1) and recorded[0][1]["prompt"] == end - 1
 
 
 def test_a_fixed_step_cost_model_is_checked():

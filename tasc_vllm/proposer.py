@@ -184,13 +184,14 @@ class TascProposer:
         n = len(sampled_token_ids)
         t0 = time.perf_counter()
         lengths = np.array(num_tokens_no_spec[:n], dtype=np.int32)  # a copy: vLLM reuses its array
+        gained = [len(x) for x in sampled_token_ids]  # 0: a row still prefilling, or discarded
         if self._last_step is not None:
             start, before = self._last_step
-            step = before.step([len(x) for x in sampled_token_ids], lengths, token_ids_cpu)
+            step = before.step(gained, lengths, token_ids_cpu)
             if step is not None:
                 self.timer.record(*step[:2], t0 - start, prompt=step[2])
         try:
-            drafts = self._propose(sampled_token_ids, lengths, token_ids_cpu)
+            drafts = self._propose(gained, lengths, token_ids_cpu)
         except Exception:
             self.stats["errors"] += 1
             if not self._error_logged:
@@ -223,17 +224,17 @@ class TascProposer:
         except (OSError, TascError) as e:
             logger.warning("TASC: cannot save what was learned to %s (%s)", path, e)
 
-    def _propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu):
-        n = len(sampled_token_ids)
-        lengths = np.asarray(num_tokens_no_spec[:n], dtype=np.int32)
+    def _propose(self, gained, lengths, token_ids_cpu):
+        """The drafts of the rows, which gained ``gained`` tokens and are ``lengths`` long."""
+        n = len(gained)
         params = draft_params(self.cfg, n, self.vocab_size)
         if self.cfg.calibrate or self._used is not None:
-            self._observe_new_tokens(sampled_token_ids, lengths, token_ids_cpu, params)
+            self._observe_new_tokens(gained, lengths, token_ids_cpu, params)
         rows, limits = [], []
         for i in range(n):
-            if not len(sampled_token_ids[i]):
+            if not gained[i]:
                 continue  # prefill or discarded row: no draft
-            limit = min(self.k, self.max_model_len - int(num_tokens_no_spec[i]) - 1)
+            limit = min(self.k, self.max_model_len - int(lengths[i]) - 1)
             if limit > 0:
                 rows.append(i)
                 limits.append(limit)
@@ -271,9 +272,9 @@ class TascProposer:
                                      self._out_conf)
         learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)
 
-    def _observe_new_tokens(self, sampled_token_ids, lengths, token_ids_cpu, params) -> None:
+    def _observe_new_tokens(self, gained, lengths, token_ids_cpu, params) -> None:
         """Observe the tokens each row gained this step (the ends of their contexts)."""
-        gained = [(i, len(s)) for i, s in enumerate(sampled_token_ids) if len(s)]
+        gained = [(i, g) for i, g in enumerate(gained) if g]
         if not gained:
             return
         rows = np.fromiter((i for i, _ in gained), dtype=np.int64, count=len(gained))

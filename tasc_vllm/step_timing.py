@@ -66,6 +66,11 @@ def worth_drafting(cost: np.ndarray, rows: int) -> float:
     return float(per_token * rows / (fixed + per_row * rows + per_token * (rows - knee)))
 
 
+def _last_tokens(token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each row's last token when it was ``lengths`` long."""
+    return token_ids[np.arange(lengths.shape[0]), np.maximum(lengths, 1) - 1]
+
+
 class StepRows:
     """What each row held at a ``propose`` call, to tell at the next call which rows are the
     same requests: a row that gained ``g`` tokens was, at the call before, ``g`` tokens shorter
@@ -75,8 +80,7 @@ class StepRows:
 
     def __init__(self, lengths: np.ndarray, token_ids: np.ndarray, drafted: list[int]):
         self.rows: dict[tuple[int, int], list[int]] = {}
-        last = token_ids[np.arange(lengths.shape[0]), np.maximum(lengths, 1) - 1] if lengths.shape[0] else lengths
-        for n, t, d in zip(lengths.tolist(), last.tolist(), drafted):
+        for n, t, d in zip(lengths.tolist(), _last_tokens(token_ids, lengths).tolist(), drafted):
             self.rows.setdefault((n, t), []).append(d)
 
     def step(self, gained: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> tuple[int, int, int] | None:
@@ -85,10 +89,9 @@ class StepRows:
         if not gained or min(gained) <= 0:
             return None
         before = lengths - np.asarray(gained, dtype=lengths.dtype)
-        last = token_ids[np.arange(len(gained)), np.maximum(before, 1) - 1]
         unmatched = {key: list(ds) for key, ds in self.rows.items()}
         tokens = prompt = 0
-        for n, t in zip(before.tolist(), last.tolist()):
+        for n, t in zip(before.tolist(), _last_tokens(token_ids, before).tolist()):
             ds = unmatched.get((n, t))
             if ds:
                 tokens += 1 + ds.pop()  # the token sampled at that call and the drafts made for it

@@ -4,10 +4,10 @@
 #              (tuned.json), the whole system (fine-tuned and TASC-ft models, system.json), the
 #              same on Gemma-3 270M (gemma.json), the default model as it ships on usaddress and
 #              BFCL at batch 1 and 16 (full.json; HumanEval's default model is in tuned.json), then
-#              online, TASC-ft on usaddress and BFCL,
+#              online (vllm serve, the fine-tuned models), TASC-ft on usaddress and BFCL,
 #              and corpus scaling (make bench-quick for a short run);
 #              make bench RESUME=1 keeps the finished tasks of the offline stages cut short
-# make bench-online - vllm serve per method, driven by vllm bench serve at concurrency 1, 4, 16
+# make bench-online - vllm serve per method on the fine-tuned models, driven by vllm bench serve at concurrency 1, 4, 16
 # make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL (builds them: about an hour per task)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec

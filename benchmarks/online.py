@@ -1,7 +1,13 @@
 """Online: ``vllm serve`` with each method, driven by vLLM's own ``vllm bench serve``.
 
-    python -m benchmarks.online [--tasks usaddress,bfcl] [--methods none,ngram,suffix,tasc,tasc-static]
+    python -m benchmarks.online [--tasks usaddress,bfcl] [--model fine-tuned|tasc-ft|default]
+                                [--methods none,ngram,suffix,tasc,tasc-static]
                                 [--concurrency 1,4,16] [--prompts 24] [--k 16] [--compiled]
+
+``--model`` is the model served on usaddress and BFCL, as in ``benchmarks.run``: their
+``--no-enrich`` fine-tune by default (built once and cached), the TASC-ft model, or the default
+model as it ships (which does not do these tasks).  A task without a fine-tune (HumanEval)
+serves the default model.
 
 ``tasc@NAME=V+NAME=V`` in ``--methods`` serves TASC-spec with other settings, as in
 ``benchmarks.run``: TASC-spec's settings reach the server as ``--additional-config
@@ -9,10 +15,10 @@
 
 For every method a fresh server starts (bf16 by default), answers one warm-up request, and
 is then driven at each concurrency in turn by ``vllm bench serve`` with a custom dataset of
-held-out task prompts (rendered with the chat template; greedy; ``max_tokens`` the task's
-budget).  Each concurrency level gets its own slice of the test split, the same slice for
-every method: ``suffix`` learns from what it serves, so reusing prompts would hand it the
-answers.  It starts cold, as a freshly deployed server does; so does TASC-spec's online
+held-out task prompts (in the served model's own format, rendered with its chat template;
+greedy; ``max_tokens`` the task's budget).  Each concurrency level gets its own slice of the
+test split, the same slice for every method: ``suffix`` learns from what it serves, so reusing
+prompts would hand it the answers.  It starts cold, as a freshly deployed server does; so does TASC-spec's online
 learning (``tasc``), and ``tasc-static`` is TASC-spec with learning off.
 
 Per level: requests/s, output tokens/s, TTFT, TPOT, ITL and end-to-end latency (median and
@@ -35,6 +41,7 @@ from benchmarks import report
 from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import tasc_variant, unknown_methods
 from benchmarks.harness.paths import RESULTS
+from benchmarks.harness.served_models import MODEL_KINDS, served_kinds, served_messages, served_model
 from benchmarks.harness.server import counter_delta, spec_counters, vllm_bin, vllm_server
 from tasc_vllm.prompt_format import render_chat
 
@@ -45,11 +52,12 @@ ALIASES = {"tasc-static": "tasc@learn_entries=0"}
 METRICS = ("ttft", "tpot", "itl", "e2el")
 
 
-def write_dataset(path: Path, tokenizer, examples, max_tokens: int) -> Path:
-    """The custom dataset of ``vllm bench serve``: chat-rendered prompts, one JSON per line."""
+def write_dataset(path: Path, tokenizer, messages: list[list[dict]], max_tokens: int) -> Path:
+    """The custom dataset of ``vllm bench serve``: each request's chat messages rendered with
+    the served model's template, one JSON per line."""
     with open(path, "w", encoding="utf-8") as f:
-        for e in examples:
-            text = render_chat(tokenizer, e.messages)
+        for m in messages:
+            text = render_chat(tokenizer, m)
             f.write(json.dumps({"prompt": text, "output_tokens": max_tokens}) + "\n")
     return path
 
@@ -122,14 +130,25 @@ def run_method(method: str, args, model: str, levels: list[dict], index: Path, f
     return runs
 
 
-def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, bar) -> dict:
+def bench_task(task_name: str, args, folder: Path, log, bar) -> dict:
+    """Every method on one task, served by the ``--model`` kind of model for it."""
+    from transformers import AutoTokenizer
+
     from tasc_vllm.config import load_config
     from tasc_vllm.eval.demo import prepare_task_index
     from tasc_vllm.eval.tasks import get_task
 
     task = get_task(task_name)
+    kind = served_kinds(task_name, args.model)[0]
+    bar.set_description(f"{task_name}: the {kind} model")
+    model = served_model(task_name, kind)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def messages(examples):
+        return served_messages(model, examples)
+
     cfg = load_config()
-    index = prepare_task_index(task, tokenizer, folder, cfg.max_order, cfg.min_count)
+    index = prepare_task_index(task, tokenizer, folder, cfg.max_order, cfg.min_count, messages)
     test = task.load("test")
     levels = []
     for i, c in enumerate(args.concurrency):
@@ -138,7 +157,8 @@ def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, b
             raise SystemExit(f"{task_name} has {len(test)} test prompts: too few for {args.prompts} per level "
                              f"at {len(args.concurrency)} levels")
         levels.append({"concurrency": c, "n": len(part), "examples": part, "max_tokens": task.max_tokens, "bar": bar,
-                       "dataset": write_dataset(folder / f"{task_name}-c{c}.jsonl", tokenizer, part, task.max_tokens)})
+                       "dataset": write_dataset(folder / f"{task_name}-c{c}.jsonl", tokenizer, messages(part),
+                                                task.max_tokens)})
     runs = []
     for method in args.methods:
         bar.set_description(f"{task_name}: {method}")
@@ -153,7 +173,7 @@ def bench_task(task_name: str, args, model: str, tokenizer, folder: Path, log, b
             # bf16 outputs of two runs can differ in length: tokens/s corrects for that
             r["speedup_tokens"] = r["output_throughput"] / base["output_throughput"]
             r["tpot_ratio"] = (r["median_tpot_ms"] / base["median_tpot_ms"]) if base["median_tpot_ms"] else None
-    return {"task": task_name, "prompts_per_level": args.prompts, "runs": runs}
+    return {"task": task_name, "model": kind, "model_path": model, "prompts_per_level": args.prompts, "runs": runs}
 
 
 def methods_to_run(methods: list[str]) -> list[str]:
@@ -173,6 +193,10 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"from {', '.join(METHODS)}; none always runs; tasc@NAME=V+NAME=V serves TASC-spec "
                         "with other settings")
+    p.add_argument("--model", default="fine-tuned", choices=MODEL_KINDS,
+                   help="the model served on usaddress and BFCL: fine-tuned (their --no-enrich fine-tune, built "
+                        "once and cached), tasc-ft (the TASC-ft model) or default (the default model as it ships, "
+                        "which does not do these tasks); HumanEval always serves the default model")
     p.add_argument("--concurrency", default="1,4,16")
     p.add_argument("--prompts", type=int, default=24, help="held-out prompts per concurrency level")
     p.add_argument("--k", type=int, default=16)
@@ -197,15 +221,10 @@ def main(argv=None) -> int:
             p.error("the suffix method needs arctic-inference (make bench builds it); leave it out with --methods")
 
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
-    from tasc_vllm.eval.models import materialize
-
-    model = str(materialize())
-    tokenizer = AutoTokenizer.from_pretrained(model)
     tasks = [t for t in args.tasks.split(",") if t]
     result = {"name": args.name, "kind": "online", "started_unix": int(time.time()), "machine": machine(),
-              "settings": {**{k: v for k, v in vars(args).items() if k != "tasks"}, "tasks": tasks, "model": model},
+              "settings": {**{k: v for k, v in vars(args).items() if k != "tasks"}, "tasks": tasks},
               "tasks": [], "complete": False}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.name}.json"
@@ -216,7 +235,7 @@ def main(argv=None) -> int:
         for task_name in tasks:
             folder = Path(tmp) / task_name
             folder.mkdir()
-            result["tasks"].append(bench_task(task_name, args, model, tokenizer, folder, log, bar))
+            result["tasks"].append(bench_task(task_name, args, folder, log, bar))
             result["seconds"] = time.time() - t0
             result["complete"] = task_name == tasks[-1]
             out.write_text(json.dumps(result, indent=1))  # saved per task: a run cut short keeps its tasks

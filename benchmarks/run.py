@@ -28,7 +28,7 @@ from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import keeps_state, methods_order, tasc_variant, unknown_methods
 from benchmarks.harness.own_outputs import own_output_index
 from benchmarks.harness.paths import RESULTS
-from benchmarks.harness.served_models import TUNED_TASKS, served_messages, served_model
+from benchmarks.harness.served_models import MODEL_KINDS, served_kinds, served_messages, served_model
 from tasc_vllm.eval.models import DEFAULT_MODEL
 
 ALL_METHODS = ("none", "ngram", "suffix-cold", "suffix-warm", "tasc", "tasc-self", "oracle")
@@ -164,13 +164,6 @@ def add_replay_estimates(runs: list[dict], tokenizer, prompts: list[list[int]], 
             r["replay"] = replay_estimate(tokenizer, prompts, plain[r.get("repeat", 0)], r["tasc_settings"], k, cost)
 
 
-def served_kinds(task_name: str, models: str) -> list[str]:
-    """The models ``--model`` serves on the task: as given on usaddress and BFCL, the default
-    model alone on a task without a fine-tune (HumanEval)."""
-    kinds = [m for m in models.split(",") if m]
-    return kinds if task_name in TUNED_TASKS else ["default"]
-
-
 def compare_models(entries: list[dict]) -> None:
     """Each run's requests/s relative to the first model's plain run at its batch size and
     repeat (``speedup_vs_first_model``): the whole system, model and drafter together."""
@@ -273,9 +266,9 @@ def main(argv=None) -> int:
         if importlib.util.find_spec("arctic_inference") is None:  # vLLM's suffix method fails only at engine start
             p.error("the suffix methods need arctic-inference, which is not installed: `make bench` builds it "
                     "(or: pip install nanobind grpcio-tools && pip install --no-build-isolation arctic-inference)")
-    bad = [m for m in args.model.split(",") if m not in ("fine-tuned", "tasc-ft", "default")]
+    bad = [m for m in args.model.split(",") if m not in MODEL_KINDS]
     if bad or not args.model.strip(","):
-        p.error(f"--model: unknown model(s) {bad or [args.model]}; known: fine-tuned, tasc-ft, default")
+        p.error(f"--model: unknown model(s) {bad or [args.model]}; known: {', '.join(MODEL_KINDS)}")
     if args.base_model is not None:
         from tasc_vllm.errors import TascError
         from tasc_vllm.eval.models import KNOWN_MODELS, resolve_model

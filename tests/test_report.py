@@ -390,3 +390,18 @@ def test_suffix_methods_without_arctic_inference_fail_before_any_engine(monkeypa
     with pytest.raises(SystemExit):
         run.main(["--methods", "none,suffix-warm", "--name", "never"])
     assert "need arctic-inference" in capsys.readouterr().err
+
+
+def test_online_serves_the_named_model_kind_and_refuses_others(capsys):
+    """``benchmarks.online --model`` takes the benchmarks' model kinds; a task without a
+    fine-tune serves the default model whatever is named."""
+    import pytest
+
+    from benchmarks.harness.served_models import served_kinds
+    from benchmarks.online import main
+
+    with pytest.raises(SystemExit):
+        main(["--model", "tuned"])
+    assert "invalid choice: 'tuned'" in capsys.readouterr().err
+    assert served_kinds("usaddress", "tasc-ft") == ["tasc-ft"]
+    assert served_kinds("humaneval", "fine-tuned") == ["default"]

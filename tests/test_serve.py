@@ -72,7 +72,8 @@ def test_vllm_bench_serve_drives_the_server_and_counts_drafts(server, tokenizer)
     examples = task.load("test")[:4]
     folder = server["dir"] / "online"
     folder.mkdir()
-    dataset = write_dataset(folder / "usaddress.jsonl", tokenizer, examples, task.max_tokens)
+    dataset = write_dataset(folder / "usaddress.jsonl", tokenizer, [e.messages for e in examples],
+                            task.max_tokens)
     before = spec_counters(server["base"])
     with open(folder / "bench.log", "w") as log:
         raw = bench_serve(server["base"], server["model"], dataset, len(examples), 2, task.max_tokens, folder, log)

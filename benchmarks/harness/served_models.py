@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TUNED_TASKS = ("usaddress", "bfcl")  # the tasks with a train split large enough to fine-tune on
+MODEL_KINDS = ("fine-tuned", "tasc-ft", "default")  # what the benchmarks' --model option names
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ def served_model(task_name: str, kind: str, base: str | None = None) -> str:
                          f"the tuned tasks are {', '.join(TUNED_TASKS)}")
     enriched, baseline = build_checkpoints(task_name, base=base)
     return str(enriched if kind == "tasc-ft" else baseline)
+
+
+def served_kinds(task_name: str, models: str) -> list[str]:
+    """The models ``--model`` (comma-separated kinds) serves on the task: as given on usaddress
+    and BFCL, the default model alone on a task without a fine-tune (HumanEval)."""
+    kinds = [m for m in models.split(",") if m]
+    return kinds if task_name in TUNED_TASKS else ["default"]
 
 
 def served_messages(model: str, examples) -> list[list[dict]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.sections.common import engine_mode, fmt, machine_line
+from benchmarks.sections.offline import model_label
 
 
 def online_plot(res: dict, name: str, results: Path) -> str:
@@ -51,7 +52,7 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
     ]
     for task in res["tasks"]:
         lines += [
-            f"### {task['task']}",
+            f"### {task['task']}{model_label(task)}",
             "",
             "| concurrency | method | req/s | speed-up (req/s) | speed-up (tokens/s) | median TTFT ms | median TPOT ms | median ITL ms "
             "| p99 e2e ms | mean accepted length | task score | same as baseline | failed |",

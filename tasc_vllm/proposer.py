@@ -30,6 +30,7 @@ from tasc_vllm.kernels import learned_drafting
 from tasc_vllm.kernels.candidates import FEATURE_SET, NUM_FEATURES
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
 from tasc_vllm.kernels.params import draft_params
+from tasc_vllm.step_time_store import StepTimeStore
 from tasc_vllm.step_timing import StepRows, StepTimer, parse_cost_model, worth_drafting
 
 logger = logging.getLogger("tasc_vllm")
@@ -102,6 +103,11 @@ class TascProposer:
                           else np.zeros(0, dtype=np.uint8))
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
+        # the step time measured before on this model and machine, if kept
+        self.step_times = (StepTimeStore.for_engine(self.cfg.step_time_dir, vllm_config)
+                           if self.timer.fixed is None else None)
+        if self.step_times is not None:
+            self.step_times.attach(self.timer)
         self._last_step = None  # (start time, StepRows) of the last call
         # whole drafts are scored by what the model accepted: always with the learned policy (unless calibrate=0)
         self._scores_drafts = self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate > 0)
@@ -190,6 +196,8 @@ class TascProposer:
             step = before.step(gained, lengths, token_ids_cpu)
             if step is not None:
                 self.timer.record(*step[:2], t0 - start, prompt=step[2])
+                if self.step_times is not None:
+                    self.step_times.tick()
         try:
             drafts = self._propose(gained, lengths, token_ids_cpu)
         except Exception:
@@ -290,7 +298,8 @@ class TascProposer:
 
     def write_stats(self, path: str) -> None:
         data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds,
-                    step_cost=self.timer.cost().tolist(), step_cost_measured=self.timer.measured)
+                    step_cost=self.timer.cost().tolist(), step_cost_measured=self.timer.measured,
+                    step_cost_resumed_steps=self.timer.resumed_samples)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:

@@ -24,6 +24,10 @@ Which rows of a step are requests that joined is read from the rows themselves
 step far slower than the model predicts (the server was idle) is left out, and so is a step
 in which a request was still prefilling in chunks.  The setting ``step_cost_model`` replaces
 the measurement by a fixed model.
+
+A fit goes on from the weighted sums of an earlier engine (:meth:`StepTimer.resume`, kept by
+:mod:`tasc_vllm.step_time_store`), scaled down to :data:`RESUMED_WEIGHT` steps so that this
+engine's own steps soon outweigh them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ OUTLIER = 3.0  # a step slower than this multiple of the model's time is not use
 PRIOR_FIXED_TOKENS = 16.0
 PRIOR_KNEE = 4.0
 RIDGE = 1e-9
+RESUMED_WEIGHT = 48.0  # an earlier engine's sums weigh at most as much as this many fresh steps
 
 
 def parse_cost_model(text: str) -> np.ndarray | None:
@@ -114,6 +119,36 @@ class StepTimer:
         self._cost = fixed.copy() if fixed is not None else np.array([PRIOR_FIXED_TOKENS, 0.0, 1.0, PRIOR_KNEE])
         self.per_prompt_token = 0.0
         self.measured = False
+        self.fresh_samples = 0  # steps this engine recorded itself
+        self.resumed_samples = 0  # steps behind the sums it resumed from
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fit's weighted sums, for :meth:`resume`."""
+        return {"xtx": self._xtx.copy(), "xty": self._xty.copy(), "yty": self._yty.copy(),
+                "samples": np.array([self.samples], dtype=np.int64)}
+
+    def resume(self, state: dict[str, np.ndarray]) -> bool:
+        """Go on from an earlier fit's sums (:meth:`state`), scaled to weigh at most
+        :data:`RESUMED_WEIGHT` steps.  False (nothing changed) for sums of another shape, not
+        finite, or of a fit that never had a model."""
+        if self.fixed is not None:
+            return False
+        k = len(KNEES)
+        try:
+            xtx, xty, yty = (np.array(state[n], dtype=np.float64) for n in ("xtx", "xty", "yty"))
+            samples = int(np.asarray(state["samples"]).reshape(-1)[0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return False
+        if (xtx.shape, xty.shape, yty.shape) != ((k, 4, 4), (k, 4), (k,)) or samples < MIN_SAMPLES:
+            return False
+        weight = xtx[0, 0, 0]  # the sum of the steps' weights
+        if not (np.all(np.isfinite(xtx)) and np.all(np.isfinite(xty)) and np.all(np.isfinite(yty)) and weight > 0):
+            return False
+        scale = min(1.0, RESUMED_WEIGHT / weight)
+        self._xtx, self._xty, self._yty = xtx * scale, xty * scale, yty * scale
+        self.samples = self.resumed_samples = samples
+        self._refit()
+        return self.measured
 
     def cost(self) -> np.ndarray:
         """(fixed, per_row, per_token, knee)."""
@@ -128,7 +163,8 @@ class StepTimer:
         ``prompt`` prompt tokens took ``seconds``."""
         if self.fixed is not None or rows <= 0 or seconds <= 0.0:
             return
-        if self.measured and seconds > OUTLIER * self.predict(rows, tokens, prompt):
+        # outliers are judged by this engine's own fit: a resumed one may not fit this run
+        if self.fresh_samples >= MIN_SAMPLES and seconds > OUTLIER * self.predict(rows, tokens, prompt):
             return
         x = np.array([[1.0, rows, max(0.0, tokens - k), prompt] for k in KNEES])
         self._xtx *= FORGET
@@ -138,6 +174,7 @@ class StepTimer:
         self._xty += x * seconds
         self._yty += seconds * seconds
         self.samples += 1
+        self.fresh_samples += 1
         if self.samples >= MIN_SAMPLES:
             self._refit()
 
@@ -176,5 +213,7 @@ class StepTimer:
     def summary(self) -> str:
         c = self._cost
         source = "given" if self.fixed is not None else ("measured" if self.measured else "prior")
-        return (f"step time ({source}, {self.samples} steps): {c[0]:.4g} + {c[1]:.4g}/row + "
+        if self.resumed_samples:
+            source += f", resumed from {self.resumed_samples} earlier steps"
+        return (f"step time ({source}, {self.fresh_samples} steps): {c[0]:.4g} + {c[1]:.4g}/row + "
                 f"{c[2]:.4g}/token past {c[3]:g} tokens + {self.per_prompt_token:.4g}/prompt token")

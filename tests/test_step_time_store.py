@@ -1,0 +1,114 @@
+"""The step-time model kept between engines: a timer resumes from an earlier fit, its own steps
+soon outweigh it, and the file is keyed by what sets a step's time."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tasc_vllm.errors import TascError
+from tasc_vllm.step_time_store import StepTimeStore, engine_key
+from tasc_vllm.step_timing import MIN_SAMPLES, RESUMED_WEIGHT, StepTimer
+
+
+def engine_config(model="/models/tuned", dtype="torch.bfloat16", eager=True):
+    return SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=16),
+        model_config=SimpleNamespace(model=model, dtype=dtype, enforce_eager=eager, revision=None,
+                                     max_model_len=512, get_vocab_size=lambda: 49152),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1),
+        scheduler_config=SimpleNamespace(max_num_seqs=16),
+    )
+
+
+def timed(timer, steps, fixed, per_token, knee, rows=(1, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        r = int(rng.choice(rows))
+        tokens = r + int(rng.integers(0, 4 * r + 8))
+        timer.record(r, tokens, (fixed + per_token * max(0, tokens - knee)) * rng.uniform(0.98, 1.02))
+    return timer
+
+
+def test_a_timer_resumes_an_earlier_fit_and_its_own_steps_soon_outweigh_it():
+    earlier = timed(StepTimer(), 500, 0.040, 0.002, 8)
+    resumed = StepTimer()
+    assert resumed.resume(earlier.state())
+    assert resumed.measured and resumed.resumed_samples == earlier.samples and resumed.fresh_samples == 0
+    assert np.allclose(resumed.cost(), earlier.cost(), rtol=0.05)
+    assert resumed.state()["xtx"][0, 0, 0] == pytest.approx(RESUMED_WEIGHT)  # scaled down to 48 steps
+    assert "resumed from 500 earlier steps" in resumed.summary()
+    # this engine's steps are twice as slow: within a few multiples of the resumed weight, its own fit holds
+    timed(resumed, 4 * int(RESUMED_WEIGHT), 0.080, 0.004, 8, seed=1)
+    fixed, _, per_token, knee = resumed.cost()
+    assert knee == 8 and fixed == pytest.approx(0.080, rel=0.1) and per_token == pytest.approx(0.004, rel=0.15)
+
+
+def test_a_timer_refuses_sums_it_cannot_use():
+    good = timed(StepTimer(), 200, 0.040, 0.002, 8).state()
+    few = timed(StepTimer(), MIN_SAMPLES - 1, 0.040, 0.002, 8).state()
+    for bad in [few, {**good, "xtx": good["xtx"][:3]}, {**good, "xty": good["xty"] * np.nan},
+                {k: v for k, v in good.items() if k != "yty"}]:
+        timer = StepTimer()
+        assert not timer.resume(bad) and not timer.measured and timer.resumed_samples == 0
+    fixed = StepTimer(np.array([1.0, 0.0, 0.1, 4.0]))
+    assert not fixed.resume(good) and list(fixed.cost()) == [1.0, 0.0, 0.1, 4.0]
+
+
+def test_the_store_keeps_a_timer_for_the_next_engine_of_the_same_key(tmp_path, caplog):
+    store = StepTimeStore.for_engine(str(tmp_path / "st"), engine_config())
+    first = StepTimer()
+    assert not store.attach(first)  # nothing kept yet
+    store.tick()
+    assert not store.path.exists()  # too few steps, too soon
+    timed(first, 300, 0.040, 0.002, 8)
+    store._saved -= 60  # as if a minute had passed
+    store.tick()
+    assert store.path.exists()
+
+    again = StepTimeStore.for_engine(str(tmp_path / "st"), engine_config())
+    second = StepTimer()
+    assert again.path == store.path and again.attach(second)
+    assert np.allclose(second.cost(), first.cost(), rtol=0.05)
+
+    # another dtype or compiled engine: another file, starting from the prior
+    for other in (engine_config(dtype="torch.float32"), engine_config(eager=False), engine_config(model="/models/b")):
+        assert StepTimeStore.for_engine(str(tmp_path / "st"), other).path != store.path
+    assert engine_key(engine_config())["processor"]
+
+    # a file written for another key under this name, and a corrupt one, are reported and left unused
+    store.key = {**store.key, "dtype": "torch.float16"}
+    store.save(first.state())
+    third = StepTimer()
+    assert not StepTimeStore.for_engine(str(tmp_path / "st"), engine_config()).attach(third)
+    assert not third.measured and "belongs to another engine" in caplog.text
+    store.path.write_bytes(b"not a zip")
+    assert not StepTimeStore.for_engine(str(tmp_path / "st"), engine_config()).attach(StepTimer())
+    assert "unreadable" in caplog.text
+
+
+def test_the_store_is_off_when_asked_or_without_a_model(tmp_path, isolated_cache):
+    assert StepTimeStore.for_engine("off", engine_config()) is None
+    assert StepTimeStore.for_engine("", SimpleNamespace(model_config=SimpleNamespace())) is None
+    default = StepTimeStore.for_engine("", engine_config())
+    assert default.path.parent == isolated_cache / "step-time"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TascError, match="step_time_dir .* cannot be created"):
+        StepTimeStore.for_engine(str(tmp_path / "file" / "sub"), engine_config())
+
+
+def test_a_proposer_starts_from_the_kept_step_time(tmp_path, tokenizer, isolated_cache):
+    from tasc_vllm.config import TascConfig
+    from tasc_vllm.index.index_file import write_index
+    from tasc_vllm.proposer import TascProposer
+
+    index = write_index(['{"AddressNumber": "12", "StreetName": "Main"}'] * 8, tmp_path / "a.tasc")
+    config = engine_config()
+    StepTimeStore.for_engine("", config).save(timed(StepTimer(), 300, 0.040, 0.002, 8).state())
+    proposer = TascProposer(config, tokenizer=tokenizer, config=TascConfig(index=str(index)))
+    assert proposer.timer.measured and proposer.timer.resumed_samples == 300
+    assert proposer.timer.cost()[3] == 8
+    proposer.write_stats(str(tmp_path / "stats.json"))
+    assert '"step_cost_resumed_steps": 300' in (tmp_path / "stats.json").read_text()
+    fixed = TascProposer(config, tokenizer=tokenizer, config=TascConfig(index=str(index), step_cost_model="1,0,0.1,4"))
+    assert fixed.step_times is None and list(fixed.timer.cost()) == [1.0, 0.0, 0.1, 4.0]

@@ -43,6 +43,9 @@ OUTLIER = 3.0  # a step slower than this multiple of the model's time is not use
 PRIOR_FIXED_TOKENS = 16.0
 PRIOR_KNEE = 4.0
 RIDGE = 1e-9
+# a firmer pull of per_row to 0: while every step has the same rows (batch 1), the fixed part
+# and per_row cannot be told apart, and the fixed part takes all of it
+ROW_RIDGE = 1e-4
 RESUMED_WEIGHT = 48.0  # an earlier engine's sums weigh at most as much as this many fresh steps
 
 
@@ -182,12 +185,12 @@ class StepTimer:
         best = None
         rows = self._xtx[0, 0, 1] / self._xtx[0, 0, 0]  # the weighted mean row count
         for i, knee in enumerate(KNEES):
-            theta = self._solve(self._xtx[i], self._xty[i])
+            theta = self._solve(self._xtx[i], self._xty[i], row=1)
             if theta is not None and theta[2] * knee > theta[0] + theta[1] * rows:
                 # a token past the knee dearer than the flat part allows: fit on the bound,
                 # fixed = per_token * knee - per_row * rows
                 t = np.array([[knee, -rows, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-                phi = self._solve(t.T @ self._xtx[i] @ t, t.T @ self._xty[i])
+                phi = self._solve(t.T @ self._xtx[i] @ t, t.T @ self._xty[i], row=1)
                 theta = None if phi is None else t @ phi
             if theta is None or theta[2] <= 0 or theta[0] + theta[1] <= 0:
                 continue  # no cost per token seen yet, or no fixed part: not a usable model
@@ -204,9 +207,12 @@ class StepTimer:
         self.measured = True
 
     @staticmethod
-    def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    def _solve(a: np.ndarray, b: np.ndarray, row: int) -> np.ndarray | None:
+        """Ridge least squares; ``row`` is the index of the per-row cost in the unknowns."""
+        ridge = np.full(a.shape[0], RIDGE)
+        ridge[row] = ROW_RIDGE
         try:
-            return np.linalg.solve(a + RIDGE * np.eye(a.shape[0]), b)
+            return np.linalg.solve(a + np.diag(ridge), b)
         except np.linalg.LinAlgError:
             return None
 

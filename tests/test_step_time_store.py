@@ -21,12 +21,13 @@ def engine_config(model="/models/tuned", dtype="torch.bfloat16", eager=True):
     )
 
 
-def timed(timer, steps, fixed, per_token, knee, rows=(1, 16), seed=0):
+def timed(timer, steps, fixed, per_token, knee, rows=(1, 16), seed=0, per_row=0.0):
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         r = int(rng.choice(rows))
         tokens = r + int(rng.integers(0, 4 * r + 8))
-        timer.record(r, tokens, (fixed + per_token * max(0, tokens - knee)) * rng.uniform(0.98, 1.02))
+        seconds = fixed + per_row * r + per_token * max(0, tokens - knee)
+        timer.record(r, tokens, seconds * rng.uniform(0.98, 1.02))
     return timer
 
 
@@ -112,3 +113,14 @@ def test_a_proposer_starts_from_the_kept_step_time(tmp_path, tokenizer, isolated
     assert '"step_cost_resumed_steps": 300' in (tmp_path / "stats.json").read_text()
     fixed = TascProposer(config, tokenizer=tokenizer, config=TascConfig(index=str(index), step_cost_model="1,0,0.1,4"))
     assert fixed.step_times is None and list(fixed.timer.cost()) == [1.0, 0.0, 0.1, 4.0]
+
+
+def test_a_fit_at_one_batch_size_puts_the_step_in_its_fixed_part():
+    """At batch 1 every step has one row, so the fixed part and the cost per row are one
+    unknown: the fit gives it all to the fixed part, which a later batch size then corrects."""
+    one = timed(StepTimer(), 400, 0.050, 0.001, 8, rows=(1,))
+    fixed, per_row, per_token, knee = one.cost()
+    assert fixed == pytest.approx(0.050, rel=0.03) and per_row < 1e-5 and knee == 8
+    # where the batch sizes vary, the cost per row is measured as before
+    mixed = timed(StepTimer(), 600, 0.040, 0.001, 8, rows=(1, 4, 16), seed=2, per_row=0.003)
+    assert mixed.cost()[0] == pytest.approx(0.040, rel=0.1) and mixed.cost()[1] == pytest.approx(0.003, rel=0.1)

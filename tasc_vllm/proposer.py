@@ -272,7 +272,7 @@ class TascProposer:
     def _draft_learned(self, n, rows, lengths, token_ids, limits) -> None:
         """The learned policy: draft each row, then cut the batch's drafts by the step cost."""
         m = rows.shape[0]
-        cost = self.timer.cost()
+        cost = self.timer.cost(n)
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
         learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
@@ -298,8 +298,8 @@ class TascProposer:
 
     def write_stats(self, path: str) -> None:
         data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds,
-                    step_cost=self.timer.cost().tolist(), step_cost_measured=self.timer.measured,
-                    step_cost_resumed_steps=self.timer.resumed_samples)
+                    step_cost=self.timer.cost(1).tolist(), step_cost_measured=self.timer.fits[0].measured,
+                    step_costs=self.timer.costs(), step_cost_resumed_steps=self.timer.resumed_samples)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:

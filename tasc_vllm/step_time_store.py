@@ -34,7 +34,7 @@ from tasc_vllm.step_timing import MIN_SAMPLES
 
 logger = logging.getLogger("tasc_vllm")
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: a fit per batch-size bucket
 SAVE_EVERY = 30.0  # seconds between writes while an engine times its steps
 
 

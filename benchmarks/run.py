@@ -51,10 +51,7 @@ def run_method(method: str, common: dict, task_ctx: dict, log: Path) -> list[dic
         stats = Path(task_ctx["dir"]) / f"tasc-stats-{method.replace('/', '_')}.json"
         stats.unlink(missing_ok=True)
         index = task_ctx["index"] if base == "tasc" else task_ctx["self_index"]
-        # the step time measured by this invocation's earlier TASC engines, not by an earlier invocation's
-        step_times = str(Path(task_ctx["dir"]) / "step-time")
-        spec["tasc"] = {"step_time_dir": step_times, **variant, "index": index,  # additional_config["tasc"]
-                        "stats_path": str(stats)}
+        spec["tasc"] = {**variant, "index": index, "stats_path": str(stats)}  # additional_config["tasc"]
     elif method == "oracle":
         spec["method"] = "oracle"
         spec["env"] = {"TASC_ORACLE_FILE": task_ctx["oracle"]}

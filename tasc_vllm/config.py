@@ -53,7 +53,6 @@ class TascConfig:
     stats_path: str = ""  # write proposer timing/draft counters here (JSON)
     learn_entries: int = 1_000_000  # room for contexts learned while serving (0: off)
     learned_path: str = ""  # resume learning from / save it to this .npz (touch PATH.save)
-    step_time_dir: str = ""  # where the measured step time is kept for the next engine ("": the cache; "off": nowhere)
 
     def __post_init__(self):
         checks = [

@@ -30,7 +30,6 @@ from tasc_vllm.kernels import learned_drafting
 from tasc_vllm.kernels.candidates import FEATURE_SET, NUM_FEATURES
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
 from tasc_vllm.kernels.params import draft_params
-from tasc_vllm.step_time_store import StepTimeStore
 from tasc_vllm.step_timing import StepRows, StepTimer, parse_cost_model, worth_drafting
 
 logger = logging.getLogger("tasc_vllm")
@@ -103,11 +102,6 @@ class TascProposer:
                           else np.zeros(0, dtype=np.uint8))
         self.calibration = new_calibration()  # stays empty (the formulas) when calibrate=0
         self.timer = StepTimer(parse_cost_model(self.cfg.step_cost_model))
-        # the step time measured before on this model and machine, if kept
-        self.step_times = (StepTimeStore.for_engine(self.cfg.step_time_dir, vllm_config)
-                           if self.timer.fixed is None else None)
-        if self.step_times is not None:
-            self.step_times.attach(self.timer)
         self._last_step = None  # (start time, StepRows) of the last call
         # whole drafts are scored by what the model accepted: always with the learned policy (unless calibrate=0)
         self._scores_drafts = self.cfg.calibrate >= 2 or (self.learned and self.cfg.calibrate > 0)
@@ -196,8 +190,6 @@ class TascProposer:
             step = before.step(gained, lengths, token_ids_cpu)
             if step is not None:
                 self.timer.record(*step[:2], t0 - start, prompt=step[2])
-                if self.step_times is not None:
-                    self.step_times.tick()
         try:
             drafts = self._propose(gained, lengths, token_ids_cpu)
         except Exception:
@@ -272,7 +264,7 @@ class TascProposer:
     def _draft_learned(self, n, rows, lengths, token_ids, limits) -> None:
         """The learned policy: draft each row, then cut the batch's drafts by the step cost."""
         m = rows.shape[0]
-        cost = self.timer.cost(n)
+        cost = self.timer.cost()
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
         learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
@@ -298,8 +290,7 @@ class TascProposer:
 
     def write_stats(self, path: str) -> None:
         data = dict(self.stats, pid=os.getpid(), index=self.index_path, load_seconds=self.load_seconds,
-                    step_cost=self.timer.cost(1).tolist(), step_cost_measured=self.timer.fits[0].measured,
-                    step_costs=self.timer.costs(), step_cost_resumed_steps=self.timer.resumed_samples)
+                    step_cost=self.timer.cost().tolist(), step_cost_measured=self.timer.measured)
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as f:

@@ -18,8 +18,9 @@ is then driven at each concurrency in turn by ``vllm bench serve`` with a custom
 held-out task prompts (in the served model's own format, rendered with its chat template;
 greedy; ``max_tokens`` the task's budget).  Each concurrency level gets its own slice of the
 test split, the same slice for every method: ``suffix`` learns from what it serves, so reusing
-prompts would hand it the answers.  It starts cold, as a freshly deployed server does; so does TASC-spec's online
-learning (``tasc``), and ``tasc-static`` is TASC-spec with learning off.
+prompts would hand it the answers.  It starts cold, as a freshly deployed server does; so
+does TASC-spec's online learning (``tasc``), and ``tasc-static`` is TASC-spec with learning
+off.
 
 Per level: requests/s, output tokens/s, TTFT, TPOT, ITL and end-to-end latency (median and
 p99, from ``vllm bench serve``), vLLM's speculative-decoding counters (from ``/metrics``),

@@ -397,3 +397,44 @@ def test_a_fit_at_one_batch_size_puts_the_step_in_its_fixed_part():
         timer.record(1, tokens, (0.050 + 0.001 * max(0, tokens - 8)) * rng.uniform(0.98, 1.02))
     fixed, per_row, per_token, knee = timer.cost()
     assert fixed == pytest.approx(0.050, rel=0.03) and per_row < 1e-5 and knee == 8
+
+
+def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, tokenizer, isolated_cache):
+    """A request's guess matched in the answer so far (the answer's own structure) is told
+    from one matched in the prompt (which may run on past what the answer copies), and a guess
+    no corpus context knows is marked with the longest context's size."""
+    from tasc_vllm.kernels.candidates import MAX_CANDIDATES, gather
+    from tasc_vllm.kernels.input_reading import answer_start
+    from tasc_vllm.kernels.learned_drafting import request_matches
+
+    p = learned(prompted_index, tokenizer, learn_entries=0)
+    prompt = "Label the parts of this address: 4321 Cedar St Clayton"
+    tok, n = chat_rows(tokenizer, prompt, '{"AddressNumber": "4321", "StreetName": "Cedar", '
+                                          '"StreetNamePostType": "St", "PlaceName": "Clayton", "Line": "4321 Cedar')
+    ctx, n0 = tok[0], int(n[0])
+    start = answer_start(ctx, n0, p.text.header)
+    m = request_matches(ctx, n0, ctx[:0], 0, p.policy_params, p.space, p.classes, p.text, start)
+    assert 0 < start and 0 <= m.ptr < start  # "4321 Cedar" is matched in the prompt, where " St" follows it
+
+    def features(matches, token):
+        cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
+        feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
+        entries = np.empty(p.policy_params.max_order, dtype=np.int64)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.policy_params, p.classes, matches, entries, cand, feats)
+        (c,) = [c for c in range(nc) if cand[c] == token]
+        return dict(zip(FEATURES, feats[c]))
+
+    in_answer = "request's guess, matched in the answer"
+    f = features(m, ctx[m.ptr])
+    assert f["request's guess"] == 1.0 and f[in_answer] == 0.0
+    g = features(m._replace(ptr=start + 1), ctx[start + 1])  # the same match, moved into the answer
+    assert g["request's guess"] == 1.0 and g[in_answer] == 1.0
+    assert features(m._replace(ptr=start + 1, start=-1), ctx[start + 1])[in_answer] == 0.0  # no answer start known
+    unknown = "request's guess, unknown to every corpus context"
+    assert f[unknown] == 0.0  # " St" follows "Cedar" in the corpus
+    odd = tokenizer.encode(" zebra", add_special_tokens=False)[-1]
+    ctx2 = ctx.copy()
+    ctx2[m.ptr] = odd  # the prompt's next word, replaced by one the corpus never saw there
+    ctx = ctx2
+    h = features(m, odd)
+    assert h["request's guess"] == 1.0 and h[unknown] == h["longest context's size"] > 0.0

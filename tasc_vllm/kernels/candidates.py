@@ -64,6 +64,11 @@ FEATURES = (
     "the input's next word, after a copied value",
     "the input's next token, inside a copied value",
     "the input's next token, digit",
+    # where the request's match lies: a match in the answer so far repeats the answer's own
+    # structure, one in the prompt may run on past the part the answer copies
+    "request's guess, matched in the answer",
+    "request's guess, whitespace skipped, matched in the answer",
+    "request's guess, unknown to every corpus context",  # x the longest context's size
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -199,4 +204,9 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[24] = rd * (1 - matches.rin)
         f[25] = rd * matches.rin
         f[26] = rd * digit
+        in_answer = matches.start >= 0
+        f[27] = x if in_answer and matches.ptr >= matches.start else 0.0
+        f[28] = sp if in_answer and matches.sptr >= matches.start else 0.0
+        known = s1 > 0.0 or f[6] > 0.0 or f[7] > 0.0
+        f[29] = 0.0 if known else max(x, sp) * size
     return nc

@@ -165,7 +165,10 @@ def test_a_fine_tunes_drafting_ceilings_are_priced_by_its_own_runs_and_reported(
     alone = drafting_ceilings(tokenizer, cfg, prompts, outputs, 8, runs[:2], "ft-test")
     assert "engine" not in alone and "ft-test, batch 1: need plain decoding" in alone["no_engine_terms"]
     res["ceilings"]["tasc-ft"] = alone
-    assert any("Not priced" in line and "ft-test" in line for line in ft_ceilings(res))
+    lines = ft_ceilings(res)
+    assert any("Not priced" in line and "ft-test" in line for line in lines)
+    row = next(line for line in lines if line.startswith("| tasc-ft |"))
+    assert "| not priced | - | - | - | not priced |" in row and "**" not in row
 
 
 def test_engine_terms_count_steps_as_the_fit_does_so_the_oracle_is_priced_as_measured():

@@ -145,14 +145,18 @@ def ft_ceilings(res: dict) -> list[str]:
 
         def x(key, table="modelled", e=e, scale=scale) -> str:
             v = (e or {}).get(table, {}).get(key)
-            return "" if v is None else f"{v * scale:.2f}x"
+            return "-" if v is None else f"{v * scale:.2f}x"
 
+        def pair(a: str, b: str) -> str:
+            return "not priced" if a == b == "-" else f"{a} / {b}"
+
+        ceiling = x("any_candidate")
         lines.append(
             f"| {name} | {100 * sh['choice']:.1f} % | {100 * sh['either_top']:.1f} % | {100 * sh['any_candidate']:.1f} % "
             f"| {100 * w['longest']['share']:.1f} % ({w['longest']['mean_size']:.0f}) "
             f"| {100 * w['every']['share']:.1f} % ({w['every']['mean_size']:.0f}) "
-            f"| {x('default')} / {x('tasc', 'measured')} | **{x('any_candidate')}** | {x('wide_longest')} "
-            f"| {x('wide_every')} | {x('oracle')} / {x('oracle', 'measured')} |"
+            f"| {pair(x('default'), x('tasc', 'measured'))} | {ceiling if ceiling == '-' else f'**{ceiling}**'} "
+            f"| {x('wide_longest')} | {x('wide_every')} | {pair(x('oracle'), x('oracle', 'measured'))} |"
         )
     costs = [f"{name}: prompt processing {e['cost']['prefill']:.1f} s, {1000 * e['cost']['step']:.1f} ms a step, "
              f"{1000 * e['cost']['draft_token']:.2f} ms a drafted token (fitted to {e['cost']['runs']} runs, "

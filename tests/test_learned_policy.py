@@ -430,6 +430,8 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
     g = features(m._replace(ptr=start + 1), ctx[start + 1])  # the same match, moved into the answer
     assert g["request's guess"] == 1.0 and g[in_answer] == 1.0
     assert features(m._replace(ptr=start + 1, start=-1), ctx[start + 1])[in_answer] == 0.0  # no answer start known
+    spaced = "request's guess, whitespace skipped, matched in the answer"
+    assert f[spaced] == 0.0 and features(m._replace(sptr=start + 1), ctx[start + 1])[spaced] == 1.0
     unknown = "request's guess, unknown to every corpus context"
     assert f[unknown] == 0.0  # " St" follows "Cedar" in the corpus
     odd = tokenizer.encode(" zebra", add_special_tokens=False)[-1]

@@ -416,7 +416,7 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
     m = request_matches(ctx, n0, ctx[:0], 0, p.policy_params, p.space, p.classes, p.text, start)
     assert 0 < start and 0 <= m.ptr < start  # "4321 Cedar" is matched in the prompt, where " St" follows it
 
-    def features(matches, token):
+    def features(matches, token, ctx=ctx):
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         entries = np.empty(p.policy_params.max_order, dtype=np.int64)
@@ -435,8 +435,7 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
     unknown = "request's guess, unknown to every corpus context"
     assert f[unknown] == 0.0  # " St" follows "Cedar" in the corpus
     odd = tokenizer.encode(" zebra", add_special_tokens=False)[-1]
-    ctx2 = ctx.copy()
-    ctx2[m.ptr] = odd  # the prompt's next word, replaced by one the corpus never saw there
-    ctx = ctx2
-    h = features(m, odd)
+    odd_ctx = ctx.copy()
+    odd_ctx[m.ptr] = odd  # the prompt's next word, replaced by one the corpus never saw there
+    h = features(m, odd, odd_ctx)
     assert h["request's guess"] == 1.0 and h[unknown] == h["longest context's size"] > 0.0

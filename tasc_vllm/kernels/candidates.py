@@ -155,6 +155,9 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
     inv_match = 1.0 / max(params.ctx_max_order, 1)
     size = np.log1p(totals[e1]) / 8.0 if e1 >= 0 else 0.0
     learned = 1.0 if e1 >= params.corpus_entries else 0.0
+    # whether the request's matches lie in the answer so far (0 when its start is unknown)
+    x_in_answer = 1.0 if 0 <= matches.start <= matches.ptr else 0.0
+    s_in_answer = 1.0 if 0 <= matches.start <= matches.sptr else 0.0
     n_classes = classes.shape[0]
     for c in range(nc):
         t = cand[c]
@@ -204,9 +207,8 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[24] = rd * (1 - matches.rin)
         f[25] = rd * matches.rin
         f[26] = rd * digit
-        in_answer = matches.start >= 0
-        f[27] = x if in_answer and matches.ptr >= matches.start else 0.0
-        f[28] = sp if in_answer and matches.sptr >= matches.start else 0.0
+        f[27] = x * x_in_answer
+        f[28] = sp * s_in_answer
         known = s1 > 0.0 or f[6] > 0.0 or f[7] > 0.0
         f[29] = 0.0 if known else max(x, sp) * size
     return nc

@@ -55,7 +55,7 @@ test: install
 TUNED_METHODS := none,ngram,suffix-cold,suffix-warm,tasc,tasc@policy=formula,tasc-self,oracle
 SYSTEM := --model fine-tuned,tasc-ft --methods none,suffix-warm,tasc --batches 1,16
 DEFAULT := --model default --tasks usaddress,bfcl --methods none,suffix-warm,tasc,oracle --batches 1,16
-GEMMA  := --base-model gemma-3-270m --tasks usaddress --model fine-tuned,tasc-ft,default --methods none,suffix-warm,tasc --batches 1,16
+GEMMA  := --base-model gemma-3-270m --tasks usaddress,bfcl --model fine-tuned,tasc-ft,default --methods none,suffix-warm,tasc --batches 1,16
 
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --name tuned --methods $(TUNED_METHODS) $(if $(RESUME),--resume)

@@ -180,7 +180,8 @@ def load_unfinished(path: Path, settings: dict) -> dict | None:
     when there is no file.
 
     Refuses (ValueError) a file that is unreadable or made with other settings, since ratios
-    must compare runs made alike."""
+    must compare runs made alike.  ``settings["tasks"]`` may add tasks to those the file
+    holds (a finished file then has them left to measure), never drop one."""
     if not path.exists():
         return None
     try:
@@ -193,13 +194,17 @@ def load_unfinished(path: Path, settings: dict) -> dict | None:
         raise ValueError(f"cannot resume from {path}: not a benchmarks.run result file "
                          f"({type(e).__name__}: {e})") from None
     earlier.setdefault("repeats", 1)  # files from before --repeats measured once
-    differ = sorted(k for k in set(settings) | set(earlier) if k not in ("resume", "name") and settings.get(k) != earlier.get(k))
+    # --tasks may name more tasks than the file holds: each task is measured whole on its own
+    differ = sorted(k for k in set(settings) | set(earlier)
+                    if k not in ("resume", "name", "tasks") and settings.get(k) != earlier.get(k))
     if differ:
         shown = "; ".join(f"{k}: {earlier.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
         raise ValueError(f"cannot resume {path}: it was measured with other settings ({shown})")
     unknown = [t for t in done if t not in settings["tasks"]]
     if unknown:
         raise ValueError(f"cannot resume {path}: it holds tasks {unknown} outside --tasks")
+    out["settings"]["tasks"] = list(settings["tasks"])
+    out["complete"] = out.get("complete", False) and set(settings["tasks"]) <= set(done)
     out.setdefault("seconds", 0.0)
     out.setdefault("invocations", [{"started_unix": out.get("started_unix"), "tasks": done}])
     return out

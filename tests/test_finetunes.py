@@ -75,3 +75,13 @@ def test_a_failed_build_and_a_task_without_train_data_are_errors(fake_enrich, mo
         finetune("usaddress", ["--no-enrich"], "fine-tuned")
     with pytest.raises(TascError, match="unknown task"):
         finetune("no-such-task", ["--no-enrich"], "fine-tuned")
+
+
+def test_the_tool_runs_with_tcmalloc_first_in_ld_preload_when_the_system_has_it():
+    iomp = "/venv/lib/libiomp5.so"
+    env = finetunes.build_env({"LD_PRELOAD": iomp, "HOME": "/root"}, "libtcmalloc_minimal.so.4")
+    assert env["LD_PRELOAD"] == f"libtcmalloc_minimal.so.4 {iomp}" and env["HOME"] == "/root"
+    assert finetunes.build_env(env, "libtcmalloc_minimal.so.4")["LD_PRELOAD"] == env["LD_PRELOAD"]  # not twice
+    assert finetunes.build_env({}, "libtcmalloc_minimal.so.4")["LD_PRELOAD"] == "libtcmalloc_minimal.so.4"
+    assert finetunes.build_env({"LD_PRELOAD": iomp}, None) == {"LD_PRELOAD": iomp}  # none on the system
+    assert "LD_PRELOAD" not in finetunes.build_env({}, None)

@@ -281,6 +281,22 @@ def test_repeats_must_be_positive_and_old_files_resume_as_one_repeat(tmp_path, m
         run.load_unfinished(tmp_path / "old.json", {**settings, "repeats": 2})
 
 
+def test_a_finished_run_resumes_to_measure_tasks_added_to_it_and_never_drops_one(tmp_path):
+    import json
+
+    import pytest
+
+    settings = {"tasks": ["usaddress"], "batches": [1], "methods": ["none"], "repeats": 1}
+    done = {"settings": settings, "tasks": [{"task": "usaddress", "runs": []}], "complete": True}
+    (tmp_path / "g.json").write_text(json.dumps(done))
+    assert run.load_unfinished(tmp_path / "g.json", settings)["complete"]
+    grown = run.load_unfinished(tmp_path / "g.json", {**settings, "tasks": ["usaddress", "bfcl"]})
+    assert not grown["complete"] and grown["settings"]["tasks"] == ["usaddress", "bfcl"]
+    assert [t["task"] for t in grown["tasks"]] == ["usaddress"]
+    with pytest.raises(ValueError, match=r"holds tasks \['usaddress'\] outside --tasks"):
+        run.load_unfinished(tmp_path / "g.json", {**settings, "tasks": ["bfcl"]})
+
+
 def test_tasc_settings_reach_the_engine_in_additional_config(tmp_path, monkeypatch):
     """`benchmarks.run` passes a variant's settings, the index and the stats file in the runner
     spec's "tasc" (vLLM's additional_config["tasc"]) and records the settings in effect; the

@@ -2,7 +2,7 @@
 # make test  - set up .venv and run the test suite
 # make bench - full benchmark suite: every method offline on models fine-tuned for their task
 #              (tuned.json), the whole system (fine-tuned and TASC-ft models, system.json), the
-#              same on Gemma-3 270M (gemma.json), the default model as it ships on usaddress and
+#              same on Gemma-3 270M (gemma.json; gemma-bfcl.json: BFCL, its two fine-tunes), the default model as it ships on usaddress and
 #              BFCL at batch 1 and 16 (full.json; HumanEval's default model is in tuned.json), then
 #              online (vllm serve, the fine-tuned models), TASC-ft on usaddress and BFCL,
 #              and corpus scaling (make bench-quick for a short run);
@@ -55,12 +55,14 @@ test: install
 TUNED_METHODS := none,ngram,suffix-cold,suffix-warm,tasc,tasc@policy=formula,tasc-self,oracle
 SYSTEM := --model fine-tuned,tasc-ft --methods none,suffix-warm,tasc --batches 1,16
 DEFAULT := --model default --tasks usaddress,bfcl --methods none,suffix-warm,tasc,oracle --batches 1,16
-GEMMA  := --base-model gemma-3-270m --tasks usaddress,bfcl --model fine-tuned,tasc-ft,default --methods none,suffix-warm,tasc --batches 1,16
+GEMMA  := --base-model gemma-3-270m --tasks usaddress --model fine-tuned,tasc-ft,default --methods none,suffix-warm,tasc --batches 1,16
+GEMMA_BFCL := --base-model gemma-3-270m --tasks bfcl --model fine-tuned,tasc-ft --methods none,suffix-warm,tasc --batches 1,16
 
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --name tuned --methods $(TUNED_METHODS) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.run --name system --tasks usaddress,bfcl $(SYSTEM) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.run --name gemma $(GEMMA) $(if $(RESUME),--resume)
+	$(RUN) $(PY) -m benchmarks.run --name gemma-bfcl $(GEMMA_BFCL) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.run $(DEFAULT) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.online
 	$(RUN) $(PY) -m benchmarks.ft --task usaddress

@@ -5,7 +5,8 @@
 RESULTS.md shows the latest run of each benchmark, from these files of
 ``benchmarks/results/`` only: ``make bench``'s stages (``tuned.json``: every method on models
 fine-tuned for their task; ``system.json``: the fine-tuned and TASC-ft models with and without
-speculation; ``gemma.json``: the same on Gemma-3 270M, beside that model as it ships;
+speculation; ``gemma.json``: the same on Gemma-3 270M, beside that model as it ships, and
+``gemma-bfcl.json`` on BFCL;
 ``full.json``: the default model as it ships; ``online.json``,
 ``ft-usaddress.json``, ``ft-bfcl.json``, ``scaling.json``) and the single-purpose targets
 (``serve-load.json``, ``headroom.json``, ``verify-cost.json``).  Each file's section and plot
@@ -33,6 +34,8 @@ CANONICAL = (
     ("make bench", "python -m benchmarks.run --name system --model fine-tuned,tasc-ft", "system.json", offline),
     ("make bench", "python -m benchmarks.run --name gemma --base-model gemma-3-270m --model fine-tuned,tasc-ft,default",
      "gemma.json", offline),
+    ("make bench", "python -m benchmarks.run --name gemma-bfcl --base-model gemma-3-270m --tasks bfcl --model fine-tuned,tasc-ft",
+     "gemma-bfcl.json", offline),
     ("make bench", "python -m benchmarks.run --model default --tasks usaddress,bfcl", "full.json", offline),
     ("make bench", "python -m benchmarks.online", "online.json", online),
     ("make bench", "python -m benchmarks.ft --task usaddress", "ft-usaddress.json", ft),

@@ -2,8 +2,9 @@
 # make test  - set up .venv and run the test suite
 # make bench - full benchmark suite: every method offline on models fine-tuned for their task
 #              (tuned.json), the whole system (fine-tuned and TASC-ft models, system.json), the
-#              same on Gemma-3 270M (gemma.json; gemma-bfcl.json: BFCL, its two fine-tunes), the default model as it ships on usaddress and
-#              BFCL at batch 1 and 16 (full.json; HumanEval's default model is in tuned.json), then
+#              same on Gemma-3 270M (gemma.json; gemma-bfcl.json: BFCL, its two fine-tunes), the
+#              default model as it ships on usaddress and BFCL at batch 1 and 16 (full.json;
+#              HumanEval's default model is in tuned.json), then
 #              online (vllm serve, the fine-tuned models), TASC-ft on usaddress and BFCL,
 #              and corpus scaling (make bench-quick for a short run);
 #              make bench RESUME=1 keeps the finished tasks of the offline stages cut short

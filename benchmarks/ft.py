@@ -7,7 +7,8 @@ Without ``--enriched``/``--baseline`` both checkpoints are built first with ``to
 invocation:
 
 - quality on the whole test split for both fine-tunes (greedy, batch 32): task score, output
-  tokens and characters per answer;
+  tokens and characters per answer, and the two compared prompt by prompt
+  (:mod:`benchmarks.harness.paired`);
 - speed at batch 1 on ``--prompts`` test prompts: baseline fine-tune, enriched fine-tune,
   each without and with TASC-spec (the index of the train outputs, tokenized at engine
   start with each model's own tokenizer).  Requests/s is the headline: the vocabularies
@@ -42,6 +43,7 @@ from benchmarks import report
 from benchmarks.harness.ceilings import drafting_ceilings
 from benchmarks.harness.machine import machine
 from benchmarks.harness.methods import tasc_variant, unknown_methods
+from benchmarks.harness.paired import paired_difference
 from benchmarks.harness import served_models
 from benchmarks.harness.paths import RESULTS
 
@@ -144,13 +146,15 @@ def main(argv=None) -> int:
                 "max_tokens": [task.max_tokens] * len(quality_set),
             }, log_path=log)
             bar.update(1)
+            scores = [task.score(e, t) for e, t in zip(quality_set, q["texts"])]
             out["fine_tunes"][name] = {
                 "path": str(path),
                 "vocab_size": ft_info[name]["vocab_size"],
                 "tokens_added": len(ft_info[name]["tokens_added"]),
                 "training_steps": ft_info[name]["total_steps"],
                 "enrich_settings": ft_info[name]["settings"],
-                "task_score": sum(task.score(e, t) for e, t in zip(quality_set, q["texts"])) / len(quality_set),
+                "task_score": sum(scores) / len(quality_set),
+                "scores": scores,  # per prompt, for the paired comparison
                 "output_tokens_per_answer": q["output_tokens"] / len(quality_set),
                 "output_chars_per_answer": q["output_chars"] / len(quality_set),
                 "reference_tokens_per_answer": sum(
@@ -186,6 +190,8 @@ def main(argv=None) -> int:
             out["ceilings"][name] = drafting_ceilings(
                 tok, replace(cfg, index=str(index)), prompts, plain_ids, args.k,
                 [r for r in out["speed"] if r["model"] == name], run_name)
+    out["quality_difference"] = paired_difference(out["fine_tunes"]["baseline-ft"]["scores"],
+                                                  out["fine_tunes"]["tasc-ft"]["scores"])
     base = next(r for r in out["speed"] if r["model"] == "baseline-ft" and r["method"] == "none")
     for r in out["speed"]:
         r["speedup_requests"] = r["requests_per_second"] / base["requests_per_second"]

@@ -3,8 +3,8 @@
     python -m benchmarks.rescore benchmarks/results/NAME.json [...]
 
 Every run keeps its output texts, so a corrected scorer can be applied without running any
-engine again.  Rewrites ``task_score`` for each run, records when, and regenerates
-``benchmarks/RESULTS.md``.
+engine again.  Rewrites ``task_score`` and the per-prompt ``scores`` for each run, records
+when, and regenerates ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
         for r in t["runs"]:
             if len(r["texts"]) != len(test):
                 raise SystemExit(f"{path}: {t['task']} {r['method']} has {len(r['texts'])} outputs for {len(test)} prompts")
-            new = sum(task.score(e, x) for e, x in zip(test, r["texts"])) / len(test)
+            r["scores"] = [task.score(e, x) for e, x in zip(test, r["texts"])]
+            new = sum(r["scores"]) / len(test)
             changes.append((t["task"], r["method"], r["batch_size"], r.get("task_score"), new))
             r["task_score"] = new
     data["rescored_unix"] = int(time.time())

@@ -130,6 +130,7 @@ def test_rescore_applies_the_current_scorer_to_stored_outputs(tmp_path):
     assert rescore(path) == [("usaddress", "none", 1, 0.0, 0.5)]
     data = json.loads(path.read_text())
     assert data["tasks"][0]["runs"][0]["task_score"] == 0.5 and "rescored_unix" in data
+    assert data["tasks"][0]["runs"][0]["scores"] == [1.0, 0.0]  # per prompt, for paired comparisons
     runs[0]["texts"] = ["only one"]
     path.write_text(json.dumps({"tasks": [{"task": "usaddress", "num_prompts": 2, "runs": runs}]}))
     with pytest.raises(SystemExit, match="1 outputs for 2 prompts"):
@@ -340,8 +341,10 @@ def test_online_servers_get_tasc_settings_as_additional_config():
 def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, monkeypatch, default_model_dir):
     """--model fine-tuned,tasc-ft: each tuned task serves both models in one invocation, every
     run is also compared with the first model's plain run, and RESULTS.md gets the whole-system
-    table; HumanEval serves the default model alone."""
+    table, with each later model's task score against the first's prompt by prompt; HumanEval
+    serves the default model alone."""
     from benchmarks.sections import offline
+    from tasc_vllm.eval.tasks import get_task
 
     speed = {("fine-tuned", "none"): 10.0, ("fine-tuned", "tasc"): 25.0, ("tasc-ft", "none"): 20.0,
              ("tasc-ft", "tasc"): 40.0, ("default", "none"): 5.0, ("default", "tasc"): 10.0}
@@ -354,12 +357,15 @@ def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, m
 
     bases = []
 
+    right = get_task("usaddress").load("test")[0].reference
+
     def fake_run_method(method, common, task_ctx, log):
         kind = served[-1][1]
         v = speed[kind, method]
         return [{"batch_size": b, "method": method, "requests_per_second": v, "chars_per_second": v,
                  "tokens_per_second": v, "num_requests": 2, "output_tokens": 30 if kind == "tasc-ft" else 60,
-                 "texts": ["a", "b"], "token_ids": [[1], [2]], "spec_metrics": {}} for b in common["batch_sizes"]]
+                 "texts": [right if kind == "tasc-ft" else "a", "b"], "token_ids": [[1], [2]], "spec_metrics": {}}
+                for b in common["batch_sizes"]]
 
     monkeypatch.setattr(run, "RESULTS", tmp_path)
     monkeypatch.setattr(run, "served_model", fake_served_model)
@@ -378,6 +384,9 @@ def test_several_models_are_compared_with_the_first_models_plain_run(tmp_path, m
     lines = offline.section("s.json", res, tmp_path)
     text = "\n".join(lines)
     assert "usaddress: the whole system" in text and "| 1 | tasc-ft | tasc | 4.00 |" in text
+    assert [r["scores"] for r in tft] == [[1.0, 0.0], [1.0, 0.0]]
+    assert ("Task score, tasc-ft against fine-tuned (plain runs, batch 1), prompt by prompt: +50.0 points on 2 "
+            "prompts (1 won, 0 lost; sign test p = 1.00; 95 % interval") in text
     assert "### humaneval, the default model as it ships, too few examples to tune on" in text
     with pytest.raises(SystemExit):
         run.main(["--model", "fine-tuned,best"])

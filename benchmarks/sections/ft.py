@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.harness.paired import describe
 from benchmarks.sections.common import engine_mode, fmt, machine_line
 
 FT_SPEC = {"none": "none", "tasc": "TASC-spec", "oracle": "oracle"}  # a TASC-ft run's speculation, by method
@@ -101,6 +102,8 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
             f"{fmt(q['output_tokens_per_answer'], 1)} | {fmt(q['reference_tokens_per_answer'], 1)} | "
             f"{fmt(q['output_chars_per_answer'], 1)} | {q['num_prompts']} |"
         )
+    if "quality_difference" in res:  # files from before per-prompt scores lack it
+        lines += ["", f"Task score, `tasc-ft` against `baseline-ft` prompt by prompt: {describe(res['quality_difference'])}."]
     lines += [
         "",
         f"Speed at batch 1 on {res['speed'][0]['num_requests']} test prompts, relative to `baseline-ft` without speculation:",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.harness.paired import describe, paired_difference
 from benchmarks.sections.common import engine_mode, machine_line, median, repeated, resumed, spread
 from tasc_vllm.eval.models import DEFAULT_MODEL
 
@@ -211,5 +212,24 @@ def whole_system(res: dict) -> list[str]:
             model = "as it ships" if model == "default" else model
             lines.append(f"| {batch} | {model} | {r['method']} | {spread([r.get('speedup_vs_first_model')])} | "
                          f"{spread([r['task_score']])} | {r['output_tokens'] / max(r['num_requests'], 1):.1f} |")
-        lines.append("")
+        lines += [""] + quality_against_first(entries)
     return lines
+
+
+def quality_against_first(entries: list[dict]) -> list[str]:
+    """Each later model's task score against the first model's, prompt by prompt (their plain
+    runs at the smallest batch size), where the runs hold per-prompt scores."""
+    def plain(e):
+        runs = [r for r in e["runs"] if r["method"] == "none" and "scores" in r]
+        return min(runs, key=lambda r: (r["batch_size"], r.get("repeat", 0))) if runs else None
+
+    first = plain(entries[0])
+    lines = []
+    for e in entries[1:]:
+        r = plain(e)
+        if first is None or r is None or len(r["scores"]) != len(first["scores"]):
+            continue
+        label = "the model as it ships" if e["model"] == "default" else e["model"]
+        lines.append(f"Task score, {label} against {entries[0]['model']} (plain runs, batch {r['batch_size']}), "
+                     f"prompt by prompt: {describe(paired_difference(first['scores'], r['scores']))}.")
+    return lines + [""] if lines else []

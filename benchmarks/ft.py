@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                 "max_tokens": [task.max_tokens] * len(quality_set),
             }, log_path=log)
             bar.update(1)
-            scores = [task.score(e, t) for e, t in zip(quality_set, q["texts"])]
+            scores = task.scores(quality_set, q["texts"])
             out["fine_tunes"][name] = {
                 "path": str(path),
                 "vocab_size": ft_info[name]["vocab_size"],
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
                 r = run_in_subprocess(spec, log_path=log)
                 r["model"] = name
                 r["method"] = method
-                r["task_score"] = sum(task.score(e, t) for e, t in zip(speed_set, r["texts"])) / len(speed_set)
+                r["task_score"] = sum(task.scores(speed_set, r["texts"])) / len(speed_set)
                 if method == "none":
                     write_oracle_file(oracle, zip(prompts, r["token_ids"]))
                     plain_ids = r["token_ids"]

@@ -167,7 +167,7 @@ def bench_task(task_name: str, args, folder: Path, log, bar) -> dict:
     for level in levels:
         base = next(r for r in runs if r["method"] == "none" and r["concurrency"] == level["concurrency"])
         for r in (r for r in runs if r["concurrency"] == level["concurrency"]):
-            r["task_score"] = sum(task.score(e, t) for e, t in zip(level["examples"], r["texts"])) / level["n"]
+            r["task_score"] = sum(task.scores(level["examples"], r["texts"])) / level["n"]
             r["same_as_baseline"] = sum(a == b for a, b in zip(r["texts"], base["texts"]))
             r["num_requests"] = level["n"]
             r["speedup_requests"] = r["request_throughput"] / base["request_throughput"]

@@ -38,7 +38,7 @@ def rescore(path: Path) -> list[tuple[str, str, int, float, float]]:
         for r in t["runs"]:
             if len(r["texts"]) != len(test):
                 raise SystemExit(f"{path}: {t['task']} {r['method']} has {len(r['texts'])} outputs for {len(test)} prompts")
-            r["scores"] = [task.score(e, x) for e, x in zip(test, r["texts"])]
+            r["scores"] = task.scores(test, r["texts"])
             new = sum(r["scores"]) / len(test)
             changes.append((t["task"], r["method"], r["batch_size"], r.get("task_score"), new))
             r["task_score"] = new

@@ -137,7 +137,7 @@ def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | 
     base = {(r["repeat"], r["batch_size"]): r for r in runs if r["method"] == "none"}
     for r in runs:
         b = base[(r["repeat"], r["batch_size"])]
-        r["scores"] = [task.score(e, t) for e, t in zip(test, r["texts"])]  # per prompt, for paired comparisons
+        r["scores"] = task.scores(test, r["texts"])  # per prompt, for paired comparisons
         r["task_score"] = sum(r["scores"]) / len(test)
         r["same_as_baseline"] = sum(x == y for x, y in zip(r["texts"], b["texts"]))
         r["speedup_requests"] = r["requests_per_second"] / b["requests_per_second"]

@@ -131,6 +131,7 @@ def test_usaddress_scoring():
     assert task.score(e, ref) == 1.0
     assert task.score(e, "  " + ref + "\n") == 1.0
     assert task.score(e, "```json\n" + ref + "\n```") == 1.0
+    assert task.scores([e, e], [ref, "not json"]) == [1.0, 0.0]  # per example, in order
     reordered = dict(reversed(list(json.loads(ref).items())))
     assert task.score(e, json.dumps(reordered)) == 1.0  # dict equality: order does not matter
     wrong = json.loads(ref)

@@ -129,7 +129,7 @@ def run_demo(num_prompts: int = 32, k: int = 8, batch_size: int = 1, task_name: 
     print(f"{tasc['tokens_per_second']:.1f} tokens/s")
 
     runs = {"vLLM": base, "vLLM + TASC-spec": tasc}
-    scores = {name: [task.score(e, t) for e, t in zip(test, r["texts"])] for name, r in runs.items()}
+    scores = {name: task.scores(test, r["texts"]) for name, r in runs.items()}
     rows = [comparison_row(name, r, base) for name, r in runs.items()]
     for r in rows:
         r["task score"] = sum(scores[r["method"]]) / len(test)

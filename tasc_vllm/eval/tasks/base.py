@@ -98,6 +98,10 @@ class Task:
         """How good ``output_text`` is for ``example``: a number in [0, 1]."""
         raise NotImplementedError
 
+    def scores(self, examples, output_texts) -> list[float]:
+        """:meth:`score` for each example and its output, in order."""
+        return [self.score(e, t) for e, t in zip(examples, output_texts)]
+
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 

@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-# vLLM's `suffix` method (a benchmark baseline) needs arctic-inference, built from its sdist.
+# vLLM's `suffix` method (a benchmark baseline, also replayed) needs arctic-inference, built from its sdist.
 $(SUFFIX): | $(STAMP)
 	$(PY) -m pip install nanobind grpcio-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pip install --no-build-isolation arctic-inference
@@ -50,7 +50,8 @@ $(SUFFIX): | $(STAMP)
 demo: install
 	$(RUN) $(VENV)/bin/tasc-vllm demo
 
-test: install
+# the suffix method's replay is tested too (tests/test_replay_batches.py)
+test: install $(SUFFIX)
 	$(RUN) $(PY) -m pytest -q -rs tests
 
 TUNED_METHODS := none,ngram,suffix-cold,suffix-warm,tasc,tasc@policy=formula,tasc-self,oracle

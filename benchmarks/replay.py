@@ -1,30 +1,41 @@
-"""Replay TASC-spec's drafting over recorded greedy outputs, without an engine.
+"""Replay TASC-spec's drafting, and its rivals', over recorded greedy outputs, without an engine.
 
     python -m benchmarks.replay [--task usaddress] [--model fine-tuned] [--prompts 64]
-                                [--set policy=learned,formula ...] [--cost 17,0,1,6]
+                                [--batch 1,16] [--rivals suffix-warm,oracle]
+                                [--set policy=learned,formula ...] [--cost 17.4,0.5,1,5]
 
 Greedy verification accepts a draft's longest prefix that equals the model's own
 continuation, so with the model's greedy outputs recorded once (one plain vLLM run, cached in
 ``benchmarks/results/replay-greedy-<task>[-<model>].json``), every proposer setting can be
-scored in seconds: steps, drafted and accepted tokens per request, exactly as an engine would
-see them at batch 1 (:mod:`benchmarks.harness.replay`).  A step's cost is modelled as
-``FIXED + PER_TOKEN * max(0, verified tokens - KNEE)`` (``--cost``, by default this CPU's
-batch-1 step in units of one verified token); the learned policy drafts by that same model.
-The engine benchmarks remain the measure of record (``benchmarks.run`` prints the replay's
-estimate beside each TASC-spec run at batch 1); this only ranks settings before engine time is
-spent on them.  The index holds the same train examples as ``benchmarks.run``'s.  Prints a
-table; writes no result file.
+scored in seconds: steps, drafted and accepted tokens, exactly as an engine would see them,
+with the requests served ``--batch`` at a time (:mod:`benchmarks.harness.replay`).  A step
+that verifies ``N`` tokens for ``R`` requests is modelled as ``FIXED + PER_ROW * R + PER_TOKEN
+* max(0, N - KNEE)`` (``--cost``, by default this CPU's step in units of one verified token);
+the learned policy drafts by that same model.
+
+``--rivals`` drafts the same answers with vLLM's warm ``suffix`` method (ArcticInference's
+cache with vLLM's defaults, warmed with the model's answers to the train prompts, which one
+more plain run records) and with the oracle, so each TASC-spec setting is shown against warm
+``suffix`` and as a share of the oracle's gain, in seconds instead of engine hours.  The
+engine benchmarks remain the measure of record (``benchmarks.run`` prints the replay's
+estimate beside each TASC-spec run); this only ranks settings before engine time is spent
+on them.  The index holds the same train examples as
+``benchmarks.run``'s.  Prints a table; writes no result file.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import sys
 from dataclasses import replace
 
 from benchmarks.harness.paths import RESULTS
-from benchmarks.harness.replay import BATCH1_COST, greedy_outputs, replay, standalone_proposer
+from benchmarks.harness.replay import CPU_COST, greedy_outputs, replay, standalone_proposer
+from benchmarks.harness.replay_drafters import OracleDrafter, SuffixDrafter
+
+RIVALS = ("suffix-warm", "oracle")
 
 
 def main(argv=None) -> int:
@@ -47,14 +58,31 @@ def main(argv=None) -> int:
     p.add_argument("--train-examples", type=int, default=256, help="the index's train examples (0: all)")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--cost", default=",".join(f"{c:g}" for c in BATCH1_COST),
-                   help="FIXED,PER_ROW,PER_TOKEN,KNEE: a step verifying N tokens costs FIXED + PER_ROW + "
-                        "PER_TOKEN * max(0, N - KNEE) (default: a batch-1 step here, in units of one verified token)")
+    p.add_argument("--cost", default=",".join(f"{c:g}" for c in CPU_COST),
+                   help="FIXED,PER_ROW,PER_TOKEN,KNEE: a step verifying N tokens for R requests costs FIXED + "
+                        "PER_ROW * R + PER_TOKEN * max(0, N - KNEE) (default: a step on this CPU, in units of one "
+                        "verified token)")
+    p.add_argument("--batch", default="1", help="batch sizes, comma-separated: requests served at a time")
+    p.add_argument("--rivals", default="suffix-warm,oracle",
+                   help="rival drafters replayed beside TASC-spec, comma-separated, of: " + ", ".join(RIVALS)
+                        + " ('' for none)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
                    help="TASC setting values to try (grid over all --set); e.g. policy=learned,formula")
     args = p.parse_args(argv)
     if args.prompts < 1 or args.k < 1 or args.train_examples < 0:
         p.error("--prompts and --k must be at least 1, --train-examples at least 0")
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        p.error(f"--batch {args.batch!r}: expected batch sizes of at least 1, comma-separated")
+    rivals = [r for r in args.rivals.split(",") if r]
+    if set(rivals) - set(RIVALS):
+        p.error(f"--rivals {args.rivals!r}: expected names of {', '.join(RIVALS)}")
+    if "suffix-warm" in rivals and importlib.util.find_spec("arctic_inference") is None:
+        p.error("the suffix-warm rival needs arctic-inference (make .venv/.tasc-arctic-inference builds it); "
+                "leave it out with --rivals oracle")
     base_cfg = load_config()
     grid = {}
     for item in args.set:  # checked before any model is built or engine started
@@ -85,16 +113,37 @@ def main(argv=None) -> int:
     train = task.load("train")[: args.train_examples or None]
     index = prepare_task_index(task, tokenizer, folder, base_cfg.max_order, base_cfg.min_count, messages, train)
     base_cfg = replace(base_cfg, index=str(index), stats_path="", learned_path="")
+    make_rivals = {"suffix-warm": lambda: SuffixDrafter(args.k).warm(*train_answers()),
+                   "oracle": lambda: OracleDrafter(args.k, prompts, outputs)}
+
+    def train_answers():
+        got = greedy_outputs(args.task, len(train), model, tokenizer, args.dtype, messages, label, split="train")
+        return got["prompt_ids"][: len(train)], got["output_ids"][: len(train)]
+
     print(f"{args.task}, {args.model} model: {len(prompts)} prompts, {sum(map(len, outputs))} greedy output tokens, "
-          f"k={args.k}, step cost {args.cost}")
-    print("setting | steps | drafted | accepted | accepted/drafted | mean accepted length | modelled speed-up")
-    for combo in itertools.product(*grid.values()) if grid else [()]:
-        cfg = replace(base_cfg, **dict(zip(grid, combo)))
-        r = replay(standalone_proposer(tokenizer, cfg, args.k, cost=cost), prompts, outputs, cost)
-        label = ", ".join(f"{k}={v}" for k, v in zip(grid, combo)) or "defaults"
-        drafts_acc = r["accepted"] / max(1, r["drafted"])
-        print(f"{label} | {r['steps']} | {r['drafted']} | {r['accepted']} | {drafts_acc:.2f} | "
-              f"{1 + r['accepted'] / max(1, r['drafts']):.2f} | {r['plain_time'] / r['time']:.2f}")
+          f"k={args.k}, step cost {args.cost}, {len(train)} train examples")
+    combos = list(itertools.product(*grid.values())) if grid else [()]
+    for batch in batches:
+        print(f"\nbatch {batch}\n")
+        print("drafter | steps | drafted | accepted | accepted/drafted | mean accepted length | modelled speed-up"
+              + "".join(f" | against {r}" if r != "oracle" else " | share of the oracle's gain" for r in rivals))
+        ref = {name: replay(make_rivals[name](), prompts, outputs, cost, batch) for name in rivals}
+        rows = [(name, r) for name, r in ref.items()]
+        for combo in combos:
+            cfg = replace(base_cfg, **dict(zip(grid, combo)))
+            proposer = standalone_proposer(tokenizer, cfg, args.k, max_num_seqs=batch, cost=cost)
+            rows.append(("tasc" + "".join(f", {k}={v}" for k, v in zip(grid, combo)),
+                         replay(proposer, prompts, outputs, cost, batch)))
+        for name, r in rows:
+            speedup = r["plain_time"] / r["time"]
+            cells = []
+            for rival, got in ref.items():
+                rival_speedup = got["plain_time"] / got["time"]
+                cells.append(f"{(speedup - 1) / (rival_speedup - 1):.0%}" if rival == "oracle" and rival_speedup > 1
+                             else f"{speedup / rival_speedup:.2f}x" if rival != "oracle" else "-")
+            print(f"{name} | {r['steps']} | {r['drafted']} | {r['accepted']} | "
+                  f"{r['accepted'] / max(1, r['drafted']):.2f} | {1 + r['accepted'] / max(1, r['drafts']):.2f} | "
+                  f"{speedup:.2f}" + "".join(f" | {c}" for c in cells))
     return 0
 
 

@@ -151,18 +151,19 @@ def bench_task(task_name: str, args, workdir: Path, log: Path, bar, kind: str | 
 
 
 def add_replay_estimates(runs: list[dict], tokenizer, prompts: list[list[int]], k: int) -> None:
-    """Beside each TASC-spec run at batch 1, what the replay (:mod:`benchmarks.harness.replay`)
-    predicts for it (``replay``): the same settings and index drafting over the plain run's
-    answers of the same repeat, each step priced by the step-time model the engine's proposer
-    measured in that run.  The gap between the two is what the replay, which ranks drafting
-    policies without an engine, does not see."""
+    """Beside each TASC-spec run, what the replay (:mod:`benchmarks.harness.replay`) predicts
+    for it (``replay``): the same settings and index drafting over the answers of the plain run
+    of the same batch size and repeat, served as many at a time, each step priced by the
+    step-time model the engine's proposer measured in that run.  The gap between the two is
+    what the replay, which ranks drafting policies without an engine, does not see."""
     from benchmarks.harness.replay import replay_estimate
 
-    plain = {r.get("repeat", 0): r["token_ids"] for r in runs if r["method"] == "none" and r["batch_size"] == 1}
+    plain = {(r.get("repeat", 0), r["batch_size"]): r["token_ids"] for r in runs if r["method"] == "none"}
     for r in runs:
         cost = (r.get("proposer") or {}).get("step_cost")
-        if r["batch_size"] == 1 and r.get("tasc_settings") and cost and r.get("repeat", 0) in plain:
-            r["replay"] = replay_estimate(tokenizer, prompts, plain[r.get("repeat", 0)], r["tasc_settings"], k, cost)
+        answers = plain.get((r.get("repeat", 0), r["batch_size"]))
+        if r.get("tasc_settings") and cost and answers:
+            r["replay"] = replay_estimate(tokenizer, prompts, answers, r["tasc_settings"], k, cost, r["batch_size"])
 
 
 def compare_models(entries: list[dict]) -> None:

@@ -188,8 +188,8 @@ class TascProposer:
         if self._last_step is not None:
             start, before = self._last_step
             step = before.step(gained, lengths, token_ids_cpu)
-            if step is not None:
-                self.timer.record(*step[:2], t0 - start, prompt=step[2])
+            if step is not None and not step[2]:  # a step that also prefilled a prompt is not timed
+                self.timer.record(*step[:2], t0 - start)
         try:
             drafts = self._propose(gained, lengths, token_ids_cpu)
         except Exception:

@@ -3,9 +3,9 @@
 vLLM calls ``propose`` once per step, right after the step's forward pass; the time from the
 start of one call to the start of the next is the step that verified the drafts the first call
 made.  The model of a step that verifies ``N`` tokens for ``rows`` requests (one token per row
-plus the drafts) while prefilling ``P`` prompt tokens of requests that joined is
+plus the drafts) is
 
-    time = fixed + per_row * rows + per_token * max(0, N - knee) + per_prompt_token * P
+    time = fixed + per_row * rows + per_token * max(0, N - knee)
 
 (the knee: how many tokens the kernels verify at the price of one; on a CPU a few, on a GPU
 hundreds).  It is fitted by exponentially weighted least squares for each knee of
@@ -19,11 +19,15 @@ flat part of a step, so ``per_token * knee`` is at most ``fixed + per_row * rows
 mean row count).  Where the least-squares fit breaks the bound (few steps past a knee, one of
 them slow) the fit is redone on the bound.
 
-Which rows of a step are requests that joined is read from the rows themselves
-(:class:`StepRows`): vLLM gives no request ids, and it moves rows when a request leaves.  A
-step far slower than the model predicts (the server was idle) is left out, and so is a step
-in which a request was still prefilling in chunks.  The setting ``step_cost_model`` replaces
-the measurement by a fixed model.
+Only steps that decode are timed: a step in which a request joined also prefilled its prompt,
+and is left out.  Which rows are requests that joined is read from the rows themselves
+(:class:`StepRows`): vLLM gives no request ids, and it moves rows when a request leaves.  The
+prompt's length does not tell what its prefill cost, since vLLM's prefix cache skips the part
+an earlier request shared: priced by their prompt tokens, such steps made a batch-16 step
+of 16 tokens look three times its measured 37 ms (docs/design.md).  A step far slower than the
+model predicts (the server was idle) is left out, and so is a step in which a request was
+still prefilling in chunks.  The setting ``step_cost_model`` replaces the measurement by a
+fixed model.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import numpy as np
 from tasc_vllm.errors import TascError
 
 KNEES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-MIN_SAMPLES = 24
+# a fit of four unknowns over nine knees from a few dozen noisy steps misprices a token by up to 1.6x at
+# batch 16 (docs/design.md), where the prior's shape is close: the prior holds until this many are timed
+MIN_SAMPLES = 64
 FORGET = 0.995  # each step's weight decays by this per later step (a memory of a few hundred steps)
 OUTLIER = 3.0  # a step slower than this multiple of the model's time is not used
 PRIOR_FIXED_TOKENS = 16.0
@@ -87,21 +93,21 @@ class StepRows:
             self.rows.setdefault((n, t), []).append(d)
 
     def step(self, gained: list[int], lengths: np.ndarray, token_ids: np.ndarray) -> tuple[int, int, int] | None:
-        """``(rows, tokens verified, prompt tokens prefilled)`` of the step since that call, or
+        """``(rows, tokens verified, requests that joined)`` of the step since that call, or
         None when a row gained nothing (a prompt still prefilling in chunks, or a discarded row)."""
         if not gained or min(gained) <= 0:
             return None
         before = lengths - np.asarray(gained, dtype=lengths.dtype)
         unmatched = {key: list(ds) for key, ds in self.rows.items()}
-        tokens = prompt = 0
+        tokens = joined = 0
         for n, t in zip(before.tolist(), _last_tokens(token_ids, before).tolist()):
             ds = unmatched.get((n, t))
             if ds:
                 tokens += 1 + ds.pop()  # the token sampled at that call and the drafts made for it
             else:
                 tokens += 1
-                prompt += n  # a request that joined: its prompt was prefilled in this step
-        return len(gained), tokens, prompt
+                joined += 1  # a request that joined: its prompt was prefilled in this step
+        return len(gained), tokens, joined
 
 
 class StepTimer:
@@ -111,29 +117,27 @@ class StepTimer:
         self.fixed = fixed
         self.samples = 0
         k = len(KNEES)
-        self._xtx = np.zeros((k, 4, 4))
-        self._xty = np.zeros((k, 4))
+        self._xtx = np.zeros((k, 3, 3))
+        self._xty = np.zeros((k, 3))
         self._yty = np.zeros(k)
         self._cost = fixed.copy() if fixed is not None else np.array([PRIOR_FIXED_TOKENS, 0.0, 1.0, PRIOR_KNEE])
-        self.per_prompt_token = 0.0
         self.measured = False
 
     def cost(self) -> np.ndarray:
         """(fixed, per_row, per_token, knee)."""
         return self._cost
 
-    def predict(self, rows: int, tokens: int, prompt: int = 0) -> float:
+    def predict(self, rows: int, tokens: int) -> float:
         c = self._cost
-        return float(c[0] + c[1] * rows + c[2] * max(0.0, tokens - c[3]) + self.per_prompt_token * prompt)
+        return float(c[0] + c[1] * rows + c[2] * max(0.0, tokens - c[3]))
 
-    def record(self, rows: int, tokens: int, seconds: float, prompt: int = 0) -> None:
-        """One step of ``rows`` requests that verified ``tokens`` tokens and prefilled
-        ``prompt`` prompt tokens took ``seconds``."""
+    def record(self, rows: int, tokens: int, seconds: float) -> None:
+        """One decoding step of ``rows`` requests that verified ``tokens`` tokens took ``seconds``."""
         if self.fixed is not None or rows <= 0 or seconds <= 0.0:
             return
-        if self.measured and seconds > OUTLIER * self.predict(rows, tokens, prompt):
+        if self.measured and seconds > OUTLIER * self.predict(rows, tokens):
             return
-        x = np.array([[1.0, rows, max(0.0, tokens - k), prompt] for k in KNEES])
+        x = np.array([[1.0, rows, max(0.0, tokens - k)] for k in KNEES])
         self._xtx *= FORGET
         self._xty *= FORGET
         self._yty *= FORGET
@@ -152,7 +156,7 @@ class StepTimer:
             if theta is not None and theta[2] * knee > theta[0] + theta[1] * rows:
                 # a token past the knee dearer than the flat part allows: fit on the bound,
                 # fixed = per_token * knee - per_row * rows
-                t = np.array([[knee, -rows, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+                t = np.array([[knee, -rows], [0.0, 1.0], [1.0, 0.0]])
                 phi = self._solve(t.T @ self._xtx[i] @ t, t.T @ self._xty[i])
                 theta = None if phi is None else t @ phi
             if theta is None or theta[2] <= 0 or theta[0] + theta[1] <= 0:
@@ -166,7 +170,6 @@ class StepTimer:
         self._cost = np.array([max(theta[0], 0.0), max(theta[1], 0.0), theta[2], float(knee)])
         if self._cost[0] + self._cost[1] <= 0:
             self._cost[0] = theta[2]
-        self.per_prompt_token = max(theta[3], 0.0)
         self.measured = True
 
     @staticmethod
@@ -184,4 +187,4 @@ class StepTimer:
         c = self._cost
         source = "given" if self.fixed is not None else ("measured" if self.measured else "prior")
         return (f"step time ({source}, {self.samples} steps): {c[0]:.4g} + {c[1]:.4g}/row + "
-                f"{c[2]:.4g}/token past {c[3]:g} tokens + {self.per_prompt_token:.4g}/prompt token")
+                f"{c[2]:.4g}/token past {c[3]:g} tokens")

@@ -171,20 +171,19 @@ def test_the_step_timer_recovers_the_engine_cost_model():
     assert timer.cost()[0] == fixed
 
 
-def test_the_step_timer_prices_prompts_and_bounds_what_a_token_costs():
-    """At batch 16 a request joins nearly every step, so joined steps are timed with their
-    prompt tokens as a term of their own; and a few slow steps past a high knee cannot make a
-    token dearer than the flat part of a step allows."""
+def test_the_step_timer_fits_a_batch_of_16_and_bounds_what_a_token_costs():
+    """A batch of 16 verifies 16 tokens or more in every step, so no step shows the flat part
+    of a step directly; and a few slow steps past a high knee cannot make a token dearer than
+    the flat part of a step allows."""
     rng = np.random.default_rng(1)
     timer = StepTimer()
     for _ in range(600):
         rows_ = 16
         tokens = rows_ + int(rng.poisson(20))
-        prompt = int(rng.integers(60, 90)) * int(rng.random() < 0.8)
-        true = 0.080 + 0.0022 * max(0, tokens - 16) + 0.0005 * prompt
-        timer.record(rows_, tokens, true * rng.uniform(0.97, 1.03), prompt=prompt)
+        true = 0.080 + 0.0022 * max(0, tokens - 16)
+        timer.record(rows_, tokens, true * rng.uniform(0.97, 1.03))
     fixed, per_row, per_token, knee = timer.cost()
-    assert abs(per_token - 0.0022) < 0.0004 and abs(timer.per_prompt_token - 0.0005) < 0.0001
+    assert abs(per_token - 0.0022) < 0.0004
     assert abs(timer.predict(16, 40) - (0.080 + 0.0022 * 24)) < 0.01
 
     slow = StepTimer()
@@ -199,8 +198,8 @@ def test_the_step_timer_prices_prompts_and_bounds_what_a_token_costs():
 
 def test_the_step_rows_tell_requests_that_joined(prompted_index, tokenizer, isolated_cache):
     """vLLM gives no request ids and moves rows when a request leaves: the rows are matched by
-    their lengths and last tokens, a request that joined is priced by its prompt, and a row
-    still prefilling in chunks leaves the step out."""
+    their lengths and last tokens; a step in which a request joined (its prompt prefilled) or
+    a row still prefilled in chunks is not timed."""
     from tasc_vllm.step_timing import StepRows
 
     toks = np.zeros((4, 64), dtype=np.int32)
@@ -210,11 +209,11 @@ def test_the_step_rows_tell_requests_that_joined(prompted_index, tokenizer, isol
     after[0, :53] = 8
     after[1, :19] = 5
     after[2, :44] = 7  # request 0 moved to row 2 and gained 4 (3 drafts accepted)
-    assert before.step([1, 1, 4], np.array([53, 19, 44]), after) == (3, 1 + 0 + 1 + 1 + 3, 18)
+    assert before.step([1, 1, 4], np.array([53, 19, 44]), after) == (3, 1 + 0 + 1 + 1 + 3, 1)
     assert before.step([0, 1, 4], np.array([52, 19, 44]), after) is None  # row 0 still prefilling
     same_length = after.copy()
     same_length[1, :41] = 5  # a joined request whose prompt is as long as request 0 was, but ends otherwise
-    assert before.step([1, 1], np.array([53, 41]), same_length)[2] == 40
+    assert before.step([1, 1], np.array([53, 41]), same_length)[2] == 1
 
     p = learned(prompted_index, tokenizer, step_cost_model="")
     first, n_first = chat_rows(tokenizer, "Label the parts of this address: 77 Larch St Oakham", '{"AddressNumber": "77"')
@@ -224,10 +223,10 @@ def test_the_step_rows_tell_requests_that_joined(prompted_index, tokenizer, isol
         p.propose([[int(first[0, end - 1])]], np.array([end], dtype=np.int32), first)
     assert p.timer.samples == 5
     end = int(n_second[0]) - 6  # the next request in the same row: its first step prefilled it
-    recorded = []
-    p.timer.record = lambda *a, **kw: recorded.append((a, kw))
     p.propose([[int(second[0, end - 1])]], np.array([end], dtype=np.int32), second)
-    assert recorded[0][0][:2] == (1, 1) and recorded[0][1]["prompt"] == end - 1
+    assert p.timer.samples == 5  # not timed: the step prefilled its prompt
+    p.propose([[int(second[0, end])]], np.array([end + 1], dtype=np.int32), second)
+    assert p.timer.samples == 6
 
 
 def test_a_fixed_step_cost_model_is_checked():
@@ -290,8 +289,9 @@ def test_kernel_caches_are_dropped_when_any_kernel_source_changes(tmp_path, monk
 
 
 def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, tokenizer, isolated_cache):
-    """benchmarks.run prices each TASC-spec run at batch 1 by replaying its settings over the
-    plain run's answers with the step cost its proposer measured; the report shows both."""
+    """benchmarks.run prices each TASC-spec run by replaying its settings over the answers of
+    the plain run of its batch size, served as many at a time, with the step cost its proposer
+    measured; the report shows both."""
     from benchmarks.run import add_replay_estimates
     from benchmarks.sections.offline import replay_gap
 
@@ -309,10 +309,16 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
              "seconds": 1.3,
              "proposer": {"step_cost": cost}, "spec_metrics": {"mean_acceptance_length": 4.0}},
             {"method": "tasc", "batch_size": 16, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 90.0,
-             "proposer": {"step_cost": cost}}]
+             "proposer": {"step_cost": cost}},
+            {"method": "tasc", "batch_size": 4, "repeat": 0, "tasc_settings": settings, "tokens_per_second": 60.0,
+             "seconds": 0.5, "proposer": {"step_cost": cost}},
+            {"method": "none", "batch_size": 4, "repeat": 0, "token_ids": answers, "tokens_per_second": 20.0,
+             "seconds": plain_seconds / 2}]
     add_replay_estimates(runs, tokenizer, prompts, 16)
     est = runs[1]["replay"]
-    assert "replay" not in runs[0] and "replay" not in runs[2]  # batch 1 only: the replay drafts each answer alone
+    assert "replay" not in runs[0] and "replay" not in runs[2]  # no plain run at batch 16: nothing to replay
+    together = runs[3]["replay"]  # four answers at a time: fewer steps, still drafted
+    assert together["steps"] < est["steps"] and together["accepted"] > 0
     tokens = sum(map(len, answers))
     assert est["steps"] < tokens and est["accepted"] > tokens / 2  # the labels and the copied words are drafted
     assert est["mean_accepted_length"] == pytest.approx(1 + est["accepted"] / est["drafts"])
@@ -324,14 +330,16 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
     assert est["steps"] * 0.040 <= est["seconds"] <= est["steps"] * 0.040 + 0.0023 * est["drafted"]
     assert est["speedup"] == pytest.approx(0.040 * tokens / est["seconds"])
     table = replay_gap(runs)
-    assert table[2].startswith("| method | seconds, measured | replay | speed-up (tokens/s), measured | replay |")
+    assert table[2].startswith("| batch | method | seconds, measured | replay | speed-up (tokens/s), measured |")
     # the replay's speed-up: the plain run's measured time over the replay's modelled time
-    assert table[4] == (f"| tasc | 1.3 | {est['seconds']:.1f} | 3.00 | {plain_seconds / est['seconds']:.2f} | 4.00 | "
-                        f"{est['mean_accepted_length']:.2f} |")
+    assert table[4] == (f"| 1 | tasc | 1.3 | {est['seconds']:.1f} | 3.00 | {plain_seconds / est['seconds']:.2f} | "
+                        f"4.00 | {est['mean_accepted_length']:.2f} |")
+    assert table[5].startswith(f"| 4 | tasc | 0.5 | {together['seconds']:.1f} | 3.00 | "
+                               f"{plain_seconds / 2 / together['seconds']:.2f} |")
     assert "†" not in "\n".join(table)
     del est["seconds"]  # a file from before the replay recorded its time: the model's own plain price, marked
     table = replay_gap(runs)
-    assert table[4].split(" | ")[4] == f"{est['speedup']:.2f}†" and table[-2].startswith("† measured before")
+    assert table[4].split(" | ")[5] == f"{est['speedup']:.2f}†" and table[-2].startswith("† measured before")
     assert replay_gap(runs[:1]) == []  # no TASC-spec run, no table
 
 

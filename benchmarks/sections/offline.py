@@ -150,33 +150,34 @@ def section(file_name: str, res: dict, results: Path) -> list[str]:
 
 
 def replay_gap(runs: list[dict]) -> list[str]:
-    """TASC-spec's engine runs at batch 1 beside what the replay predicted for them: the run's
-    time, its speed-up over the plain run and its mean accepted length."""
+    """TASC-spec's engine runs beside what the replay predicted for them: the run's time, its
+    speed-up over the plain run of its batch size and its mean accepted length."""
     groups = repeated([r for r in runs if r.get("replay")])
     if not groups:
         return []
-    plain = {r.get("repeat", 0): r for r in runs if r["method"] == "none" and r["batch_size"] == 1}
+    plain = {(r.get("repeat", 0), r["batch_size"]): r for r in runs if r["method"] == "none"}
     old = False  # a file from before the replay gave its time: a plain step priced by the model
 
     def estimate(r):
-        base, est = plain.get(r.get("repeat", 0)), r["replay"]
+        base, est = plain.get((r.get("repeat", 0), r["batch_size"])), r["replay"]
         if est.get("seconds") and base and base.get("seconds"):
             return base["seconds"] / est["seconds"]
         return est["speedup"]
 
-    lines = ["TASC-spec at batch 1, as measured and as the replay predicts it (`benchmarks/harness/replay.py`: the "
-             "same settings and index drafting over the plain run's answers, each step priced by the step time "
-             "the engine's proposer measured). The replay's speed-up is the plain run's measured time over the "
-             "replay's modelled time. The gap is what the replay, which ranks drafting policies without an "
-             "engine, does not see.", "",
-             "| method | seconds, measured | replay | speed-up (tokens/s), measured | replay | "
+    lines = ["TASC-spec as measured and as the replay predicts it (`benchmarks/harness/replay.py`: the same "
+             "settings and index drafting over the plain run's answers, served as many at a time as the batch "
+             "size, each step priced by the step time the engine's proposer measured). The replay's speed-up is "
+             "the plain run's measured time over the replay's modelled time. The gap is what the replay, which "
+             "ranks drafting policies without an engine, does not see: prefill, and the cost of a step as the "
+             "proposer's model misprices it.", "",
+             "| batch | method | seconds, measured | replay | speed-up (tokens/s), measured | replay | "
              "mean accepted length, measured | replay |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for (_, method), g in sorted(groups.items(), key=lambda kv: kv[0][0]):
-        tps = [(plain.get(r.get("repeat", 0)) or {}).get("tokens_per_second") for r in g]
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (batch, method), g in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        tps = [(plain.get((r.get("repeat", 0), batch)) or {}).get("tokens_per_second") for r in g]
         mark = "†" if any(not r["replay"].get("seconds") for r in g) else ""
         old = old or bool(mark)
-        lines.append(f"| {method} | {spread([r.get('seconds') for r in g], 1)} | "
+        lines.append(f"| {batch} | {method} | {spread([r.get('seconds') for r in g], 1)} | "
                      f"{spread([r['replay'].get('seconds') for r in g], 1)} | "
                      f"{spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
                      f"{spread([estimate(r) for r in g])}{mark} | "

@@ -19,8 +19,8 @@ more plain run records) and with the oracle, so each TASC-spec setting is shown 
 ``suffix`` and as a share of the oracle's gain, in seconds instead of engine hours.  The
 engine benchmarks remain the measure of record (``benchmarks.run`` prints the replay's
 estimate beside each TASC-spec run); this only ranks settings before engine time is spent
-on them.  The index holds the same train examples as
-``benchmarks.run``'s.  Prints a table; writes no result file.
+on them.  The index holds the same train examples as ``benchmarks.run``'s.  Prints a table;
+writes no result file.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         print("drafter | steps | drafted | accepted | accepted/drafted | mean accepted length | modelled speed-up"
               + "".join(f" | against {r}" if r != "oracle" else " | share of the oracle's gain" for r in rivals))
         ref = {name: replay(make_rivals[name](), prompts, outputs, cost, batch) for name in rivals}
-        rows = [(name, r) for name, r in ref.items()]
+        rows = list(ref.items())
         for combo in combos:
             cfg = replace(base_cfg, **dict(zip(grid, combo)))
             proposer = standalone_proposer(tokenizer, cfg, args.k, max_num_seqs=batch, cost=cost)

@@ -37,7 +37,7 @@ import numpy as np
 from tasc_vllm.errors import TascError
 
 KNEES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-# a fit of four unknowns over nine knees from a few dozen noisy steps misprices a token by up to 1.6x at
+# a fit of three unknowns and a knee from a few dozen noisy steps priced a token up to 1.7 times its cost at
 # batch 16 (docs/design.md), where the prior's shape is close: the prior holds until this many are timed
 MIN_SAMPLES = 64
 FORGET = 0.995  # each step's weight decays by this per later step (a memory of a few hundred steps)

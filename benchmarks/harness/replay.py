@@ -92,6 +92,7 @@ def replay(drafter, prompt_ids: list[list[int]], output_ids: list[list[int]], co
 
 
 def _serve(drafter, prompt_ids, output_ids, cost, batch: int) -> dict:
+    """:func:`replay`'s counts and modelled time for one drafter (None: plain decoding)."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1 (got {batch})")
     seqs = [np.asarray(p + o, dtype=np.int32) for p, o in zip(prompt_ids, output_ids)]
@@ -165,10 +166,9 @@ def replay_estimate(tokenizer, prompt_ids: list[list[int]], output_ids: list[lis
     """What the replay predicts for an engine run of TASC-spec at ``batch``: its ``settings``
     (as the run recorded them, index included) drafting over the plain run's answers, served
     ``batch`` at a time, each step priced by ``cost`` (the step-time model the engine's
-    proposer measured).  Gives the
-    modelled speed-up over plain decoding, the mean accepted length (tokens per step, as vLLM
-    counts it: accepted + 1 per drafted step), the steps' modelled time (``seconds``, in the
-    cost's unit) and the counts behind them."""
+    proposer measured).  Gives the modelled speed-up over plain decoding, the mean accepted
+    length (tokens per step, as vLLM counts it: accepted + 1 per drafted step), the steps'
+    modelled time (``seconds``, in the cost's unit) and the counts behind them."""
     from tasc_vllm.config import TascConfig
 
     keep = {k_: v for k_, v in settings.items() if k_ in TascConfig.__dataclass_fields__}

@@ -26,6 +26,7 @@ writes no result file.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import sys
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
     make_rivals = {"suffix-warm": lambda: SuffixDrafter(args.k).warm(*train_answers()),
                    "oracle": lambda: OracleDrafter(args.k, prompts, outputs)}
 
+    @functools.cache  # read once: each batch size warms a fresh suffix cache with them
     def train_answers():
         got = greedy_outputs(args.task, len(train), model, tokenizer, args.dtype, messages, label, split="train")
         return got["prompt_ids"][: len(train)], got["output_ids"][: len(train)]

@@ -51,9 +51,9 @@ def _cmd_build_index(args) -> None:
         scorer = prepare_scorer(index, tokenizer, corpus, cfg, len(tokenizer), progress=True)[0]
         info = scorer.info
         print(
-            f"drafting policy trained on {info.get('positions', 0):,} answer positions "
+            f"drafting policy ({info.get('trees', 0)} trees) trained on {info.get('positions', 0):,} answer positions "
             f"({'with' if info.get('prompts') else 'without'} prompts; the best candidate right at "
-            f"{info.get('top_candidate_right', 0):.0%} of them), cached at {scorer.path} "
+            f"{info.get('top_candidate_right', 0):.0%} of the held-out fold's), cached at {scorer.path} "
             f"in {time.perf_counter() - t2:.2f} s"
         )
 

@@ -25,7 +25,7 @@ from tasc_vllm.index.index_file import read_index
 from tasc_vllm.index.ngram_cache import load_tokenized, whitespace_tokens
 from tasc_vllm.index.learned_state import (SaveRequests, data_parallel_rank, load_learned, load_learned_scorer,
                                           replica_path, save_learned)
-from tasc_vllm.index.policy import prepare_scorer
+from tasc_vllm.index.policy import prepare_scorer, trees_digest
 from tasc_vllm.kernels import learned_drafting
 from tasc_vllm.kernels.candidates import FEATURE_SET, NUM_FEATURES
 from tasc_vllm.kernels.online_learning import learn_batch, with_room
@@ -109,8 +109,11 @@ class TascProposer:
         if self.learned:
             scorer, self.policy_params, self.space, self.classes, self.text = prepare_scorer(
                 index, tokenizer, corpus, self.cfg, self.vocab_size)
+            self.trees = scorer.trees
             self.anchor = scorer.weights.copy()
-            saved = (load_learned_scorer(self.learned_path, FEATURE_SET, NUM_FEATURES)
+            # online weights are saved for one feature set and one trained ensemble
+            self._scorer_set = f"{FEATURE_SET}|trees:{trees_digest(scorer.trees)}"
+            saved = (load_learned_scorer(self.learned_path, self._scorer_set, NUM_FEATURES)
                      if self._resumed_state else None)
             self.weights = saved if saved is not None else scorer.weights.copy()
             self.scorer_info = dict(scorer.info, cached=scorer.from_cache, resumed=saved is not None)
@@ -139,7 +142,8 @@ class TascProposer:
         )
         if self.learned:
             info = self.scorer_info
-            logger.info("TASC drafting policy: learned scorer (%s; %s positions%s), %s",
+            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions%s), %s",
+                        info.get("trees", 0),
                         "cached" if info.get("cached") else f"trained in {info.get('seconds', 0):.1f} s",
                         f"{info.get('positions', 0):,}", ", resumed from the learned state" if info.get("resumed") else "",
                         self.timer.summary())
@@ -169,7 +173,7 @@ class TascProposer:
                                                                    self.calibration)
         if self.learned and c.calibrate:
             learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.policy_params, self.space,
-                                         self.classes, self.text, self.weights, self.anchor)
+                                         self.classes, self.text, self.trees, self.weights, self.anchor)
         elif c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
@@ -218,7 +222,8 @@ class TascProposer:
         """Write the table with what was learned so far (a failure is logged, never raised)."""
         try:
             save_learned(path, self.table, self._used, self._identity,
-                         self.weights if self.learned else None, FEATURE_SET)
+                         self.weights if self.learned else None,
+                         self._scorer_set if self.learned else "")
             logger.info("TASC: saved what was learned (%d contexts) to %s",
                         int(self._used[0]) - self._corpus_entries, path)
         except (OSError, TascError) as e:
@@ -268,8 +273,8 @@ class TascProposer:
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
         learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
-                                     self.classes, self.text, self.weights, self.calibration, self._out, self._out_len,
-                                     self._out_conf)
+                                     self.classes, self.text, self.trees, self.weights, self.calibration, self._out,
+                                     self._out_len, self._out_conf)
         learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)
 
     def _observe_new_tokens(self, gained, lengths, token_ids_cpu, params) -> None:

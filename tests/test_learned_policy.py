@@ -71,8 +71,9 @@ def test_the_learned_policy_copies_the_request_and_labels_from_the_corpus(prompt
     info = p.scorer_info
     assert info["prompts"] and info["positions"] > 1000 and not info["cached"]
     assert info["top_candidate_right"] > 0.8  # held-out answers, replayed with their prompts
-    w = dict(zip(FEATURES, p.weights))
-    assert w["request's guess"] + w["request's match length"] > 0  # trusting the request was learned
+    assert info["trees"] > 0 and not p.weights.any()  # an ensemble, its online term not yet moved
+    split_on = {FEATURES[f] for f in p.trees.feature[p.trees.left >= 0]}
+    assert {"request's guess", "request's match length"} & split_on  # trusting the request was learned
     # an address the corpus does not hold: the labels come from the corpus, the words from the prompt
     prompt = "Label the parts of this address: 4321 Cedar St Clayton"
     tok, n = chat_rows(tokenizer, prompt, '{"AddressNumber": "4321", "StreetName": "Cedar')
@@ -92,6 +93,7 @@ def test_the_scorer_is_cached_and_retrained_for_another_feature_set(prompted_ind
     first = learned(prompted_index, tokenizer, learn_entries=0)
     again = learned(prompted_index, tokenizer, learn_entries=0)
     assert again.scorer_info["cached"] and np.array_equal(again.weights, first.weights)
+    assert all(np.array_equal(a, b) for a, b in zip(again.trees, first.trees))
     (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
     with np.load(path) as z:
         meta = json.loads(z["meta"].tobytes())
@@ -99,6 +101,7 @@ def test_the_scorer_is_cached_and_retrained_for_another_feature_set(prompted_ind
     np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), weights=np.ones(NUM_FEATURES))
     retrained = learned(prompted_index, tokenizer, learn_entries=0)
     assert not retrained.scorer_info["cached"] and np.allclose(retrained.weights, first.weights)
+    assert all(np.array_equal(a, b) for a, b in zip(retrained.trees, first.trees))  # the same fit again
 
 
 def test_a_corrupt_scorer_is_refused_naming_the_file(prompted_index, tokenizer, isolated_cache):
@@ -107,6 +110,34 @@ def test_a_corrupt_scorer_is_refused_naming_the_file(prompted_index, tokenizer, 
     path.write_bytes(b"not a zip")
     with pytest.raises(TascError, match=f"scorer {path} is corrupt"):
         learned(prompted_index, tokenizer, learn_entries=0)
+
+
+def test_a_scorer_whose_trees_cannot_be_walked_is_refused(prompted_index, tokenizer, isolated_cache):
+    learned(prompted_index, tokenizer, learn_entries=0)
+    (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    inner = int(np.flatnonzero(arrays["tree_left"] >= 0)[-1])
+    arrays["tree_left"][inner] = inner  # a node that is its own child: a walk would never end
+    np.savez(path, **arrays)
+    with pytest.raises(TascError, match=f"scorer {path} is corrupt.*out of order"):
+        learned(prompted_index, tokenizer, learn_entries=0)
+
+
+def test_the_exported_trees_score_as_scikit_learn_does():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from tasc_vllm.index.policy import check_trees, export_trees, scores
+
+    rng = np.random.default_rng(0)
+    X = rng.random((3000, NUM_FEATURES))
+    X[:, 5] = rng.integers(0, 3, 3000)  # ties on a threshold go left, as in scikit-learn
+    y = (X[:, 1] + 0.5 * X[:, 5] * X[:, 9] + 0.2 * rng.standard_normal(3000) > 0.9).astype(float)
+    model = HistGradientBoostingClassifier(max_iter=20, max_depth=4, early_stopping=False, random_state=0).fit(X, y)
+    trees = export_trees(model)
+    check_trees(trees)
+    assert trees.roots.shape[0] == 20
+    assert np.allclose(scores(trees, np.zeros(NUM_FEATURES), X), model.decision_function(X), atol=1e-9)
 
 
 def test_an_index_without_prompts_trains_on_answers_and_says_so(tmp_path, tokenizer, isolated_cache, caplog):
@@ -255,7 +286,12 @@ def test_serving_updates_the_scorer_and_the_learned_state_keeps_it(prompted_inde
     assert resumed.scorer_info["resumed"] and np.array_equal(resumed.weights, p.weights)
     assert np.array_equal(resumed.anchor, trained)  # online steps are pulled towards the trained weights
     with np.load(state) as z:
-        assert z["feature_set"].tobytes().decode() == FEATURE_SET
+        assert z["feature_set"].tobytes().decode().startswith(FEATURE_SET + "|trees:")
+        arrays = dict(z)
+    arrays["feature_set"] = np.frombuffer(f"{FEATURE_SET}|trees:another".encode(), dtype=np.uint8)
+    np.savez(state, **arrays)  # online weights saved beside another ensemble
+    again = learned(prompted_index, tokenizer, learned_path=str(state))
+    assert not again.scorer_info["resumed"] and np.array_equal(again.weights, trained)
 
 
 def test_no_token_below_the_batch_rate_is_drafted():

@@ -3,6 +3,7 @@
     python -m benchmarks.replay [--task usaddress] [--model fine-tuned] [--prompts 64]
                                 [--batch 1,16] [--rivals suffix-warm,oracle]
                                 [--set policy=learned,formula ...] [--cost 17.4,0.5,1,5]
+                                [--index references|own]
 
 Greedy verification accepts a draft's longest prefix that equals the model's own
 continuation, so with the model's greedy outputs recorded once (one plain vLLM run, cached in
@@ -32,6 +33,7 @@ import itertools
 import sys
 from dataclasses import replace
 
+from benchmarks.harness.own_outputs import write_own_index
 from benchmarks.harness.paths import RESULTS
 from benchmarks.harness.replay import CPU_COST, greedy_outputs, replay, standalone_proposer
 from benchmarks.harness.replay_drafters import OracleDrafter, SuffixDrafter
@@ -58,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--train-examples", type=int, default=256, help="the index's train examples (0: all)")
     p.add_argument("--k", type=int, default=16)
+    p.add_argument("--index", default="references", choices=("references", "own"),
+                   help="what the index holds for the train prompts: the task's reference answers (as benchmarks.run's "
+                        "tasc), or the model's own answers, the ones that warm suffix (as its tasc-self)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--cost", default=",".join(f"{c:g}" for c in CPU_COST),
                    help="FIXED,PER_ROW,PER_TOKEN,KNEE: a step verifying N tokens for R requests costs FIXED + "
@@ -112,18 +117,23 @@ def main(argv=None) -> int:
     folder = RESULTS / "replay-work"
     folder.mkdir(exist_ok=True)
     train = task.load("train")[: args.train_examples or None]
-    index = prepare_task_index(task, tokenizer, folder, base_cfg.max_order, base_cfg.min_count, messages, train)
-    base_cfg = replace(base_cfg, index=str(index), stats_path="", learned_path="")
-    make_rivals = {"suffix-warm": lambda: SuffixDrafter(args.k).warm(*train_answers()),
-                   "oracle": lambda: OracleDrafter(args.k, prompts, outputs)}
-
     @functools.cache  # read once: each batch size warms a fresh suffix cache with them
     def train_answers():
         got = greedy_outputs(args.task, len(train), model, tokenizer, args.dtype, messages, label, split="train")
         return got["prompt_ids"][: len(train)], got["output_ids"][: len(train)]
 
+    if args.index == "own":
+        answers = [tokenizer.decode(o, skip_special_tokens=True) for o in train_answers()[1]]
+        index = write_own_index(args.task, messages(train), answers,
+                                folder / f"{args.task}-{label or 'default'}-{len(train)}-own.tasc", tokenizer)
+    else:
+        index = prepare_task_index(task, tokenizer, folder, base_cfg.max_order, base_cfg.min_count, messages, train)
+    base_cfg = replace(base_cfg, index=str(index), stats_path="", learned_path="")
+    make_rivals = {"suffix-warm": lambda: SuffixDrafter(args.k).warm(*train_answers()),
+                   "oracle": lambda: OracleDrafter(args.k, prompts, outputs)}
+
     print(f"{args.task}, {args.model} model: {len(prompts)} prompts, {sum(map(len, outputs))} greedy output tokens, "
-          f"k={args.k}, step cost {args.cost}, {len(train)} train examples")
+          f"k={args.k}, step cost {args.cost}, {len(train)} train examples ({args.index} answers in the index)")
     combos = list(itertools.product(*grid.values())) if grid else [()]
     for batch in batches:
         print(f"\nbatch {batch}\n")

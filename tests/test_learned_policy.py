@@ -483,3 +483,12 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
     odd_ctx[m.ptr] = odd  # the prompt's next word, replaced by one the corpus never saw there
     h = features(m, odd, odd_ctx)
     assert h["request's guess"] == 1.0 and h[unknown] == h["longest context's size"] > 0.0
+
+
+def test_an_ensemble_with_roots_but_no_nodes_is_refused():
+    from tasc_vllm.index.policy import check_trees
+    from tasc_vllm.kernels.scorer import no_trees
+
+    check_trees(no_trees())  # the prior's empty ensemble walks nothing
+    with pytest.raises(ValueError, match="root is out of range"):
+        check_trees(no_trees()._replace(roots=np.zeros(1, dtype=np.int64)))

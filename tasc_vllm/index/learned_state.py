@@ -64,7 +64,8 @@ def save_learned(path: str | os.PathLike, table: NgramTable, used: np.ndarray, i
 
 def load_learned_scorer(path: str | os.PathLike, feature_set: str, size: int) -> np.ndarray | None:
     """The scorer weights saved with the learned state at ``path``, or None when it holds
-    none, or holds weights of another feature set (reported: they are not used)."""
+    none, or holds weights of another feature set or ensemble (``feature_set`` names both;
+    reported: they are not used)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if "scorer" not in z.files:
@@ -75,7 +76,8 @@ def load_learned_scorer(path: str | os.PathLike, feature_set: str, size: int) ->
         logger.warning("TASC: the scorer saved in %s is unreadable (%s); using the trained one", path, e)
         return None
     if saved_set != feature_set or weights.shape != (size,) or not np.all(np.isfinite(weights)):
-        logger.warning("TASC: the scorer saved in %s has another feature set; using the trained one", path)
+        logger.warning("TASC: the scorer saved in %s belongs to another feature set or tree ensemble; "
+                       "using the trained one", path)
         return None
     return weights
 

@@ -79,7 +79,7 @@ def fit_trees(X: np.ndarray, y: np.ndarray) -> Trees:
 def export_trees(model) -> Trees:
     """A fitted binary ``HistGradientBoostingClassifier``'s trees as :class:`Trees`: its node
     arrays (leaf values already shrunk by the learning rate) concatenated, child indices made
-    global.  :func:`tests.test_learned_policy` checks the exported scores against the model's
+    global.  ``tests/test_learned_policy.py`` checks the exported scores against the model's
     own ``decision_function``."""
     feature, threshold, left, right, value, roots = [], [], [], [], [], []
     offset = 0
@@ -111,7 +111,7 @@ def check_trees(trees: Trees) -> None:
         raise ValueError("a tree node's child is out of order")
     if np.any(inner & ((trees.feature < 0) | (trees.feature >= NUM_FEATURES))) or np.any(~inner & (trees.right != -1)):
         raise ValueError("a tree node's feature or leaf mark is out of range")
-    if trees.roots.ndim != 1 or np.any((trees.roots < 0) | (trees.roots >= max(n, 1))) or (n and not trees.roots.size):
+    if trees.roots.ndim != 1 or np.any((trees.roots < 0) | (trees.roots >= n)) or (n and not trees.roots.size):
         raise ValueError("a tree's root is out of range")
     if not (np.all(np.isfinite(trees.threshold)) and np.all(np.isfinite(trees.value)) and np.isfinite(trees.base)):
         raise ValueError("a tree holds a number that is not finite")

@@ -8,7 +8,8 @@ on the others (a long request match that runs past the value the answer copies l
 corpus context that has seen the value end; a digit follows the input, a label the corpus).
 On the three tasks' folds they cut the positions where the best-scored candidate is wrong by
 about a quarter against a logistic model on the same features.  Evaluating them is a walk of
-a few dozen nodes per tree, compiled here with the rest of the hot path.
+at most five nodes per tree (about 150 a candidate), compiled here with the rest of the hot
+path.
 
 The linear term is the online part: it starts at zero (or at the prior weights when the
 corpus was too small to train trees) and, while serving, every token a request gains moves it

@@ -492,3 +492,36 @@ def test_an_ensemble_with_roots_but_no_nodes_is_refused():
     check_trees(no_trees())  # the prior's empty ensemble walks nothing
     with pytest.raises(ValueError, match="root is out of range"):
         check_trees(no_trees()._replace(roots=np.zeros(1, dtype=np.int64)))
+
+
+def test_a_value_the_corpus_never_saw_gets_its_closing_quote_as_a_candidate(prompted_index, tokenizer,
+                                                                              isolated_cache):
+    """After a street name no corpus answer holds, no ordinary corpus context is known; the
+    context that skips the value proposes what closed street names there.  Inside a word the
+    input goes on with, the candidates say so."""
+    from tasc_vllm.kernels.candidates import MAX_CANDIDATES, gather
+    from tasc_vllm.kernels.input_reading import answer_start
+    from tasc_vllm.kernels.learned_drafting import request_matches
+
+    p = learned(prompted_index, tokenizer, learn_entries=0)
+
+    def features(prompt, answer):
+        tok, n = chat_rows(tokenizer, prompt, answer)
+        ctx, n0 = tok[0], int(n[0])
+        m = request_matches(ctx, n0, ctx[:0], 0, p.policy_params, p.space, p.classes, p.text,
+                            answer_start(ctx, n0, p.text.header))
+        cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
+        feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
+        entries = np.empty(p.policy_params.max_order, dtype=np.int64)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.policy_params, p.classes, m, entries, cand, feats)
+        return {tokenizer.decode([int(cand[c])]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
+
+    got = features("Label the parts of this address: 4321 Zqxvorbl St Clayton",
+                   '{"AddressNumber": "4321", "StreetName": "Zqxvorbl')
+    skip = "share of the context skipping the last value"
+    assert got['",'][skip] > 0.5
+    assert got['",']["share of the longest context"] == 0.0  # no ordinary context knows the value's end
+    assert all(f["the input's word goes on"] == 0.0 for f in got.values())  # the input's next word is " St"
+    inside = features("Label the parts of this address: 4321 Cedar St Clayton",
+                      '{"AddressNumber": "4321", "StreetName": "Cedar", "StreetNamePostType": "St", "PlaceName": "Cl')
+    assert all(f["the input's word goes on"] == 1.0 for f in inside.values())

@@ -75,6 +75,80 @@ def test_table_matches_brute_force_counts(texts):
         assert all(table.counts[e, i] == counter[t] for i, t in enumerate(kept))
 
 
+# token classes for the run-skipping tests: 0..5 words, 6..7 digits, 8..11 punctuation, 12 whitespace
+RUN_CLASSES = np.array([0] * 6 + [2] * 2 + [3] * 4 + [1], dtype=np.uint8)
+
+
+def brute_force_run_skips(texts, max_order):
+    """(tokens before the run, tail after it) -> followers, for every run of content tokens
+    (classes 0 and 2) of at most MAX_RUN tokens and tails of at most MAX_TAIL other tokens."""
+    from tasc_vllm.kernels.ngram_table import MAX_RUN, MAX_TAIL
+
+    content = [RUN_CLASSES[t] in (0, 2) for t in range(len(RUN_CLASSES))]
+    stats = defaultdict(Counter)
+    for t in texts:
+        p = 0
+        while p < len(t):
+            if not content[t[p]]:
+                p += 1
+                continue
+            s = p
+            while p + 1 < len(t) and content[t[p + 1]]:
+                p += 1
+            if p - s + 1 <= MAX_RUN and s > 0:
+                for f in range(p + 1, min(p + 2 + MAX_TAIL, len(t))):
+                    for n in range(1, min(max_order, s) + 1):
+                        stats[(tuple(t[s - n:s]), tuple(t[p + 1:f]))][t[f]] += 1
+                    if content[t[f]]:
+                        break
+            p += 1
+    return stats
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=30), min_size=1, max_size=12))
+def test_contexts_that_skip_a_run_match_brute_force_counts(texts):
+    """With token classes the table also counts what follows each run of word and digit
+    tokens, keyed by the tokens before the run and the tail after it; the ordinary contexts
+    are counted as without them."""
+    from tasc_vllm.kernels.lookups import run_skipping_entry
+
+    plain = build_table(corpus_array(texts), max_order=3)
+    table = build_table(corpus_array(texts), max_order=3, classes=RUN_CLASSES)
+    for e, key in enumerate(plain.keys):
+        f = lookup(table.slots, table.keys, key)
+        assert f >= 0 and table.totals[f] == plain.totals[e] and table.counts[f, 0] == plain.counts[e, 0]
+    expected = brute_force_run_skips(texts, 3)
+    assert len(table.keys) == len(plain.keys) + len(expected)
+    for (before, tail), counter in expected.items():
+        run = [0, 6]  # any run of content tokens stands for the one the corpus held
+        seq = np.array(list(before) + run + list(tail), dtype=np.int64)
+        e, order, length = run_skipping_entry(seq, len(seq), seq[:0], 0, table.slots, table.keys, len(before),
+                                              RUN_CLASSES)
+        assert length == 2 and order == len(before) and e >= 0, (before, tail)
+        assert table.totals[e] == sum(counter.values())
+        assert table.counts[e, 0] == max(counter.values()) and counter[int(table.nexts[e, 0])] == table.counts[e, 0]
+
+
+def test_a_value_the_corpus_never_saw_is_closed_as_its_values_were():
+    """``{"k": "`` + a value + ``"`` in the corpus: after a value it never saw, the context
+    that skips the value proposes the closing quote; after the quote, the next key."""
+    from tasc_vllm.kernels.lookups import run_skipping_entry
+
+    texts = [[8, 0, 9, 1, 10, 2, 11], [8, 0, 9, 3, 4, 10, 2, 11], [8, 0, 9, 6, 7, 10, 5, 11]]
+    table = build_table(corpus_array(texts), max_order=4, classes=RUN_CLASSES)
+
+    def followers(seq):
+        seq = np.array(seq, dtype=np.int64)
+        e, order, _ = run_skipping_entry(seq, len(seq), seq[:0], 0, table.slots, table.keys, 4, RUN_CLASSES)
+        return {int(t): int(c) for t, c in zip(table.nexts[e], table.counts[e]) if t >= 0} if e >= 0 else {}
+
+    assert followers([8, 0, 9, 5, 5, 5]) == {10: 3}  # the unseen value 5 5 5 is closed
+    assert followers([8, 0, 9, 5, 5, 5, 10]) == {2: 2, 5: 1}  # then comes a key
+    assert followers([8, 0, 9, 5, 12, 12, 12, 12, 12]) == {}  # a tail longer than MAX_TAIL is not followed
+    assert followers([8, 0, 9, 5, 5]) == followers([8, 0, 9, 1])  # every value is the same wildcard
+
+
 def test_min_count_drops_rare_contexts():
     texts = [[1, 2, 3]] * 3 + [[7, 8]]
     table = build_table(corpus_array(texts), max_order=2, min_count=2)

@@ -25,7 +25,7 @@ from tasc_vllm.prompt_format import chat_template, render_chat
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the table holds run closers
 _PROBE = "\x00TASC\x00"
 
 
@@ -82,7 +82,7 @@ def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.nd
     id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
     empty array (no classes; the request is then matched token for token only).  ``texts``:
     :func:`token_texts` already computed."""
-    from tasc_vllm.kernels.candidates import DIGIT, PUNCT, SPACE, WORD
+    from tasc_vllm.kernels.token_classes import DIGIT, PUNCT, SPACE, WORD
 
     texts = token_texts(tokenizer, size) if texts is None else texts
     if texts is None:
@@ -253,7 +253,7 @@ def load_tokenized(index: CorpusIndex, tokenizer, max_order: int, min_count: int
         raise TascError(f"tokenizer produced id {int(tokens.max())} outside its vocabulary of {vocab}")
     if not np.any(tokens >= 0):
         raise TascError(f"TASC index {index.path} tokenizes to no tokens")
-    table = build_table(tokens, max_order=max_order, min_count=min_count)
+    table = build_table(tokens, max_order=max_order, min_count=min_count, classes=token_classes(tokenizer, vocab))
     if path is not None:
         try:
             _save(path, tokens, table, meta)

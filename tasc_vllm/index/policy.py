@@ -184,7 +184,8 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
         held = np.flatnonzero(fold_of == f)
         rest = [texts[i] for i in np.flatnonzero(fold_of != f)]
         sep = np.array([-1], dtype=np.int32)
-        table = build_table(np.concatenate([x for t in rest for x in (t, sep)]), params.max_order, min_count)
+        table = build_table(np.concatenate([x for t in rest for x in (t, sep)]), params.max_order, min_count,
+                            classes=classes)
         fold_params = params._replace(corpus_entries=int(table.keys.shape[0]))
         budget = (MAX_POSITIONS - positions) // (folds - f)
         seqs, starts, used = [], [], 0
@@ -308,7 +309,8 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
                          classes: np.ndarray, text, answer_offset: int, identity: dict,
                          progress: bool = False) -> Scorer:
     """The scorer for this index and tokenizer: from the cache, or trained and cached."""
-    identity = dict(identity, prompts_sha256=index.prompts_hash, feature_set=FEATURE_SET, version=SCORER_VERSION)
+    identity = dict(identity, prompts_sha256=index.prompts_hash, feature_set=FEATURE_SET, version=SCORER_VERSION,
+                    ensemble=f"{TREES} trees, depth {TREE_DEPTH}, rate {TREE_RATE}")
     try:
         path = _scorer_path(identity)
     except TascError as e:

@@ -11,7 +11,10 @@ At the end of a sequence (the request's context plus the draft so far) the candi
   skipped, and the follower of the longest earlier match that disagrees with the first;
 - the input's next token where the answer reads its input
   (:mod:`tasc_vllm.kernels.input_reading`): a value's first word after a label, or the
-  value's next word.
+  value's next word;
+- the ``TOP_K`` followers of the longest context that skips the last run of word and digit
+  tokens (a value, a name: :mod:`tasc_vllm.kernels.ngram_table`): ``",`` after a street
+  name the corpus never saw, or the key after it.
 
 Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
 propose it and how strongly, the contexts' order and size, the token's class); the scorer
@@ -28,11 +31,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries
-from tasc_vllm.kernels.ngram_table import TOP_K
+from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
+from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
-MAX_CANDIDATES = LEVELS * TOP_K + 4
+MAX_CANDIDATES = (LEVELS + 1) * TOP_K + 4
 
 FEATURES = (
     "bias",
@@ -69,6 +72,11 @@ FEATURES = (
     "request's guess, matched in the answer",
     "request's guess, whitespace skipped, matched in the answer",
     "request's guess, unknown to every corpus context",  # x the longest context's size
+    # the context that skips the last value (run of word and digit tokens)
+    "share of the context skipping the last value",
+    "order of the context skipping the last value",  # / max_order, for its followers
+    "length of the last value",  # / MAX_RUN
+    "the input's word goes on",  # inside a value copied from the input, in the middle of a word
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -98,6 +106,7 @@ class Matches(NamedTuple):
     start: int  # the answer's first position (-1: unknown)
     rtok: int  # the input's next token (:func:`tasc_vllm.kernels.input_reading.next_input_token`), -1 for none
     rin: int  # 1 when the answer is inside the value it copies
+    rgo: int  # 1 when, inside it, the input's word goes on (``rtok`` continues it)
 
 
 @njit(cache=True, inline="always")
@@ -138,11 +147,12 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
     e1 = entries[found - 1] if found >= 1 else -1
     e2 = entries[found - 2] if found >= 2 else -1
     e3 = entries[found - 3] if found >= 3 else -1
+    ec, c_order, run = run_skipping_entry(ctx, n_ctx, draft, n_draft, slots, keys, params.max_order, classes)
     x_tok = ctx[matches.ptr] if 0 <= matches.ptr < n_ctx else -1
     s_tok = ctx[matches.sptr] if 0 <= matches.sptr < n_ctx else -1
     a_tok = ctx[matches.aptr] if 0 <= matches.aptr < n_ctx else -1
     nc = 0
-    for e in (e1, e2, e3):
+    for e in (e1, e2, e3, ec):
         if e < 0:
             continue
         for s in range(TOP_K):
@@ -211,4 +221,9 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[28] = sp * s_in_answer
         known = s1 > 0.0 or f[6] > 0.0 or f[7] > 0.0
         f[29] = 0.0 if known else max(x, sp) * size
+        closes = _share_of(ec, t, nexts, counts, totals)
+        f[30] = closes
+        f[31] = c_order * inv_order if closes > 0.0 else 0.0
+        f[32] = min(run, MAX_RUN) / MAX_RUN
+        f[33] = float(matches.rgo)
     return nc

@@ -25,7 +25,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.lookups import DIGIT, WORD, token_at
+from tasc_vllm.kernels.lookups import token_at
+from tasc_vllm.kernels.token_classes import is_content
 TEXT_WIDTH = 24  # characters kept per token (longer tokens are never matched)
 RUN_CHARS = 64  # the longest run of the answer compared with the input, in characters
 READ_WINDOW = 32  # how far back from the end the answer's runs are looked for, in tokens
@@ -50,15 +51,6 @@ def no_input_text(size: int = 0) -> InputText:
     """An :class:`InputText` that matches nothing (a tokenizer that cannot decode single ids)."""
     return InputText(np.zeros((size, TEXT_WIDTH), np.uint8), np.zeros(size, np.uint8), np.zeros(size, np.uint8),
                      np.full((size, BARE_TOKENS), -1, np.int32), np.zeros(0, np.int64))
-
-
-@njit(cache=True, inline="always")
-def is_content(classes, tok):
-    """Whether ``tok`` is a word or digit token."""
-    if tok < 0 or tok >= classes.shape[0]:
-        return False
-    c = classes[tok]
-    return c == WORD or c == DIGIT
 
 
 @njit(cache=True, inline="always")
@@ -223,3 +215,12 @@ def next_input_token(ctx, n_ctx, draft, n_draft, classes, text, start):
                 return -1, 0
         i = s - 1
     return -1, 0
+
+
+@njit(cache=True, inline="always")
+def word_goes_on(text, rtok, rin):
+    """1 when :func:`next_input_token` found the answer inside a value (``rin``) whose input
+    word goes on: its next token ``rtok`` does not start a new word; else 0."""
+    if rin == 1 and 0 <= rtok < text.lead.shape[0] and text.lead[rtok] == 0:
+        return 1
+    return 0

@@ -24,7 +24,7 @@ from numba import njit
 
 from tasc_vllm.kernels.calibration import calibrated, draft_bucket
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, Matches, gather
-from tasc_vllm.kernels.input_reading import answer_start, answer_start_after, next_input_token
+from tasc_vllm.kernels.input_reading import answer_start, answer_start_after, next_input_token, word_goes_on
 from tasc_vllm.kernels.lookups import find_context_matches, is_space, next_non_space
 from tasc_vllm.kernels.scorer import best_candidate, learn_step
 
@@ -41,7 +41,7 @@ def request_matches(ctx, n_ctx, draft, n_draft, params, space, classes, text, st
         sptr, slen, _, _ = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                 params.ctx_max_order, space)
     rtok, rin = next_input_token(ctx, n_ctx, draft, n_draft, classes, text, start)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin, word_goes_on(text, rtok, rin))
 
 
 @njit(cache=True)
@@ -66,7 +66,7 @@ def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
             sptr, slen, _, _ = find_context_matches(ctx, n_ctx, out, n_draft, params.ctx_min_order,
                                                     params.ctx_max_order, space)
     rtok, rin = next_input_token(ctx, n_ctx, out, n_draft, classes, text, m.start)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen, m.start, rtok, rin)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, m.start, rtok, rin, word_goes_on(text, rtok, rin))
 
 
 @njit(cache=True)

@@ -1,17 +1,14 @@
-"""The two lookups both draft sources make at the end of a sequence (context plus draft so
-far): the longest context the corpus table knows, and the longest earlier match of the
-sequence's suffix inside the request itself."""
+"""The lookups the draft sources make at the end of a sequence (context plus draft so far):
+the longest context the corpus table knows, the longest one that skips the last value, and
+the longest earlier match of the sequence's suffix inside the request itself."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.ngram_table import _SEED, finalize, lookup, mix
-
-
-# token classes (:func:`tasc_vllm.index.ngram_cache.token_classes`)
-WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3
+from tasc_vllm.kernels.ngram_table import _SEED, MAX_RUN, MAX_TAIL, RUN_MARK, finalize, lookup, mix
+from tasc_vllm.kernels.token_classes import DIGIT, PUNCT, SPACE, WORD, is_content  # noqa: F401 (re-exported)
 
 
 @njit(cache=True, inline="always")
@@ -44,6 +41,47 @@ def corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, max_order, entries):
         entry = e
         found = order
     return entry, found
+
+
+@njit(cache=True)
+def run_skipping_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order, classes):
+    """The table entry of the longest known context that skips the sequence's last run of
+    word and digit tokens (:mod:`tasc_vllm.kernels.ngram_table`): the tokens before the run,
+    the wildcard, and the tokens after it, when the sequence ends at most :data:`MAX_TAIL`
+    tokens after the run.  Returns (entry, the order of the part before the run, the run's
+    length); (-1, 0, run length) when none is known."""
+    total = n_ctx + n_draft
+    e = total - 1
+    while e >= 0 and total - 1 - e <= MAX_TAIL and not is_content(classes, token_at(ctx, n_ctx, draft, e)):
+        if token_at(ctx, n_ctx, draft, e) < 0:
+            return -1, 0, 0
+        e -= 1
+    tail = total - 1 - e
+    if e < 0 or tail > MAX_TAIL:
+        return -1, 0, 0
+    s = e
+    while s >= 0 and e - s < MAX_RUN + 1 and is_content(classes, token_at(ctx, n_ctx, draft, s)):
+        s -= 1
+    run = e - s  # s: the position before the run
+    if run > MAX_RUN or s < 0:
+        return -1, 0, run
+    h = _SEED
+    for q in range(total - 1, e, -1):
+        h = mix(h, token_at(ctx, n_ctx, draft, q))
+    h = mix(h, RUN_MARK)
+    entry = -1
+    found = 0
+    for order in range(1, min(max_order, s + 1) + 1):
+        tok = token_at(ctx, n_ctx, draft, s - order + 1)
+        if tok < 0:
+            break
+        h = mix(h, tok)
+        x = lookup(slots, keys, finalize(h, order + 1 + tail))
+        if x == -1:
+            break
+        entry = x
+        found = order
+    return entry, found, run
 
 
 @njit(cache=True)

@@ -6,6 +6,16 @@ The corpus is one int32 array of token ids with ``-1`` between texts. A context 
 open-addressing hash table, so a lookup costs O(1) whatever the corpus size. Building sorts
 one uint64 array per order (hash in the high bits, next token in the low ``NEXT_BITS``) and
 counts runs; everything runs in compiled NumPy/Numba code, never a Python loop over tokens.
+
+Given the token classes, the table also holds **contexts that skip a run**: a run of word
+and digit tokens (a value, a name, a number: :data:`MAX_RUN` tokens at most) is replaced by
+the wildcard :data:`RUN_MARK`, so the context is the tokens before the run, the wildcard, and
+the up to :data:`MAX_TAIL` other tokens after it.  ``"StreetName": "`` + run counts the
+token that ends the run (``",``), whatever the street was; ``{"name": "`` + run + ``", "``
+counts the key after a function's name.  The request's values are seldom in the corpus, so
+no ordinary context that holds one is known; these are
+(:func:`tasc_vllm.kernels.lookups.run_skipping_entry`).  Ordinary contexts never hold the
+wildcard, so both kinds share one table.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from tasc_vllm.kernels.token_classes import DIGIT, WORD
+
 TOP_K = 4
 NEXT_BITS = 20  # vocabularies up to 1,048,576 tokens
 MAX_VOCAB = 1 << NEXT_BITS
@@ -24,6 +36,9 @@ _KEY_MASK = np.uint64(~((1 << NEXT_BITS) - 1) & 0xFFFFFFFFFFFFFFFF)
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 _PRIME = np.uint64(0x100000001B3)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
+RUN_MARK = MAX_VOCAB  # the wildcard standing for a run of word and digit tokens: never a token id
+MAX_RUN = 16  # longer runs are not skipped
+MAX_TAIL = 4  # tokens after a run that a skipping context may end with
 
 
 @njit(cache=True, inline="always")
@@ -72,6 +87,72 @@ def _order_keys(tokens, prev_hash, order, out_hash, out_combined):
         if p + 1 < n and tokens[p + 1] >= 0 and tokens[p] >= 0:
             out_combined[m] = finalize(h, order) | np.uint64(tokens[p + 1])
             m += 1
+    return m
+
+
+@njit(cache=True)
+def _run_events(tokens, content):
+    """Every token that follows a run of content tokens (``content``: a flag per token id) of
+    at most :data:`MAX_RUN` tokens and at most :data:`MAX_TAIL` other tokens after it, all in
+    one text that a token precedes the run in: (the runs' first positions, the followed
+    positions, the followers' positions).  The tokens between a run and its follower are its
+    tail: none for the token that closes the run."""
+    n = tokens.shape[0]
+    cap = n + 1
+    starts = np.empty(cap, dtype=np.int64)
+    tails = np.empty(cap, dtype=np.int64)
+    follows = np.empty(cap, dtype=np.int64)
+    r = 0
+    p = 0
+    while p < n:
+        t = tokens[p]
+        if 0 <= t < content.shape[0] and content[t]:
+            s = p
+            while p + 1 < n and 0 <= tokens[p + 1] < content.shape[0] and content[tokens[p + 1]]:
+                p += 1
+            if p - s + 1 <= MAX_RUN and s > 0 and tokens[s - 1] >= 0:
+                for f in range(p + 1, min(p + 2 + MAX_TAIL, n)):
+                    u = tokens[f]
+                    if u < 0 or r >= cap:
+                        break
+                    starts[r] = s
+                    tails[r] = p + 1
+                    follows[r] = f
+                    r += 1
+                    if u < content.shape[0] and content[u]:
+                        break  # the next run begins: tails hold no content token
+        p += 1
+    return starts[:r], tails[:r], follows[:r]
+
+
+@njit(cache=True)
+def _run_hashes(tokens, tails, follows):
+    """Each event's rolling hash of its tail (most recent first), then the wildcard."""
+    out = np.empty(tails.shape[0], dtype=np.uint64)
+    for i in range(tails.shape[0]):
+        h = _SEED
+        for q in range(follows[i] - 1, tails[i] - 1, -1):
+            h = mix(h, tokens[q])
+        out[i] = mix(h, RUN_MARK)
+    return out
+
+
+@njit(cache=True)
+def _run_keys(tokens, starts, tails, follows, hashes, order, out):
+    """Extend each event's hash (``hashes``: with ``order - 1`` tokens before the run, 0 once
+    it has no more) by one older token, and write ``key | follower`` for the events whose
+    ``order`` tokens before the run lie in their text.  Returns how many were written."""
+    m = 0
+    for i in range(starts.shape[0]):
+        h = hashes[i]
+        q = starts[i] - order
+        if h == 0 or q < 0 or tokens[q] < 0:
+            hashes[i] = 0
+            continue
+        h = mix(h, tokens[q])
+        hashes[i] = h
+        out[m] = finalize(h, order + 1 + follows[i] - tails[i]) | np.uint64(tokens[follows[i]])
+        m += 1
     return m
 
 
@@ -213,9 +294,12 @@ class NgramTable:
         return sum(v.nbytes for v in self.arrays().values())
 
 
-def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress=None) -> NgramTable:
+def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress=None,
+                classes: np.ndarray | None = None) -> NgramTable:
     """Count the next-token statistics of every context of order 1..max_order in ``tokens``
-    (int32, ``-1`` separating texts). ``progress`` is an optional callable(order)."""
+    (int32, ``-1`` separating texts). ``progress`` is an optional callable(order).  With
+    ``classes`` (one token class per id, :mod:`tasc_vllm.kernels.lookups`), the run closers
+    too."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if tokens.size and int(tokens.max()) >= MAX_VOCAB:
         raise ValueError(f"token id {int(tokens.max())} exceeds the supported vocabulary size {MAX_VOCAB}")
@@ -224,13 +308,21 @@ def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress
     prev_hash[tokens < 0] = 0
     hash_buf = np.empty(n, dtype=np.uint64)
     combined = np.empty(n, dtype=np.uint64)
+    if classes is not None and classes.shape[0]:
+        content = np.asarray((classes == WORD) | (classes == DIGIT), dtype=np.uint8)
+        starts, tails, follows = _run_events(tokens, content)
+    else:
+        starts = tails = follows = np.zeros(0, dtype=np.int64)
+    run_hashes = _run_hashes(tokens, tails, follows)
+    closers = np.empty(starts.shape[0], dtype=np.uint64)
     parts = []
     for order in range(1, max_order + 1):
         m = _order_keys(tokens, prev_hash, order, hash_buf, combined)
         prev_hash, hash_buf = hash_buf, prev_hash
-        if m == 0:
+        mc = _run_keys(tokens, starts, tails, follows, run_hashes, order, closers)
+        if m == 0 and mc == 0:
             break
-        sorted_combined = np.sort(combined[:m])
+        sorted_combined = np.sort(np.concatenate((combined[:m], closers[:mc])) if mc else combined[:m])
         groups = _count_groups(sorted_combined)
         keys = np.empty(groups, dtype=np.uint64)
         nexts = np.empty((groups, TOP_K), dtype=np.int32)

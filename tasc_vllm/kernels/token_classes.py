@@ -1,0 +1,17 @@
+"""The token classes the kernels tell apart (one per token id, made by
+:func:`tasc_vllm.index.ngram_cache.token_classes`)."""
+
+from __future__ import annotations
+
+from numba import njit
+
+WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3  # a word; whitespace only; holding a digit; punctuation only
+
+
+@njit(cache=True, inline="always")
+def is_content(classes, tok):
+    """Whether ``tok`` is a word or digit token."""
+    if tok < 0 or tok >= classes.shape[0]:
+        return False
+    c = classes[tok]
+    return c == WORD or c == DIGIT

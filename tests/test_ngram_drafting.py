@@ -468,3 +468,16 @@ def test_stop_rule_setting():
         load_config(environ={"TASC_FREE_DRAFT": "-1"})
     with pytest.raises(TascError, match="stop_rule must be 'yield' or 'first'"):
         load_config(environ={"TASC_STOP_RULE": "longest"})
+
+
+def test_token_classes_tell_a_merged_token_from_a_word():
+    """A token that joins letters to two or more punctuation characters (TASC-ft merges
+    ``", "arguments": {"``) is no part of a value; ``n't`` and ``St.`` still are."""
+    from tasc_vllm.index.ngram_cache import token_classes
+    from tasc_vllm.kernels.token_classes import DIGIT, MIXED, PUNCT, SPACE, WORD, is_content
+
+    texts = [" Avenue", "n't", "St.", '", "arguments": {"', '_name": "', "42", "2022-03", '",', "\n  ", ""]
+    classes = token_classes(None, len(texts), texts)
+    assert classes.tolist() == [WORD, WORD, WORD, MIXED, MIXED, DIGIT, DIGIT, PUNCT, SPACE, WORD]
+    assert [bool(is_content(classes, t)) for t in range(len(texts))] == [True, True, True, False, False, True, True,
+                                                                        False, False, True]

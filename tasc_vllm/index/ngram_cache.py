@@ -77,12 +77,13 @@ def token_texts(tokenizer, size: int) -> list[str] | None:
 
 
 def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.ndarray:
-    """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.candidates`): whitespace
-    only (spaces, newlines, indents), holding a digit, punctuation only, or a word (also every
-    id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
+    """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.token_classes`): whitespace
+    only (spaces, newlines, indents), punctuation only, letters or digits with two or more
+    punctuation characters (a merged token), holding a digit, or a word (also every id past
+    the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
     empty array (no classes; the request is then matched token for token only).  ``texts``:
     :func:`token_texts` already computed."""
-    from tasc_vllm.kernels.token_classes import DIGIT, PUNCT, SPACE, WORD
+    from tasc_vllm.kernels.token_classes import DIGIT, MIXED, PUNCT, SPACE, WORD
 
     texts = token_texts(tokenizer, size) if texts is None else texts
     if texts is None:
@@ -95,10 +96,12 @@ def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.nd
         s = t.strip()
         if not s:
             return SPACE
-        if any(ch.isdigit() for ch in s):
-            return DIGIT
         if not any(ch.isalnum() for ch in s):
             return PUNCT
+        if sum(not ch.isalnum() and not ch.isspace() for ch in s) >= 2:
+            return MIXED  # not "n't" or "St.", but '", "arguments": {"'
+        if any(ch.isdigit() for ch in s):
+            return DIGIT
         return WORD
 
     classes = np.zeros(size, dtype=np.uint8)

@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
+from tasc_vllm.kernels.token_classes import MIXED
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
@@ -77,6 +78,7 @@ FEATURES = (
     "order of the context skipping the last value",  # / max_order, for its followers
     "length of the last value",  # / MAX_RUN
     "the input's word goes on",  # inside a value copied from the input, in the middle of a word
+    "merged token",  # letters or digits joined to punctuation (TASC-ft's vocabulary)
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -226,4 +228,5 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[31] = c_order * inv_order if closes > 0.0 else 0.0
         f[32] = min(run, MAX_RUN) / MAX_RUN
         f[33] = float(matches.rgo)
+        f[34] = 1.0 if cls == MIXED else 0.0
     return nc

@@ -6,11 +6,12 @@ from __future__ import annotations
 from numba import njit
 
 WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3  # a word; whitespace only; holding a digit; punctuation only
+MIXED = 4  # letters or digits joined to punctuation: a merged token of TASC-ft's vocabulary (``", "arguments": {"``)
 
 
 @njit(cache=True, inline="always")
 def is_content(classes, tok):
-    """Whether ``tok`` is a word or digit token."""
+    """Whether ``tok`` is a word or digit token (the tokens a value is written with)."""
     if tok < 0 or tok >= classes.shape[0]:
         return False
     c = classes[tok]

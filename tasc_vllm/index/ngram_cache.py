@@ -25,7 +25,7 @@ from tasc_vllm.prompt_format import chat_template, render_chat
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the table holds run closers
+CACHE_VERSION = 2  # 2: the table also holds the contexts that skip a value
 _PROBE = "\x00TASC\x00"
 
 

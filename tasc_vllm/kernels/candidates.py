@@ -32,8 +32,8 @@ import numpy as np
 from numba import njit
 
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
-from tasc_vllm.kernels.token_classes import MIXED
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
+from tasc_vllm.kernels.token_classes import MIXED
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
 MAX_CANDIDATES = (LEVELS + 1) * TOP_K + 4

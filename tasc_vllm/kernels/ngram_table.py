@@ -298,8 +298,8 @@ def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress
                 classes: np.ndarray | None = None) -> NgramTable:
     """Count the next-token statistics of every context of order 1..max_order in ``tokens``
     (int32, ``-1`` separating texts). ``progress`` is an optional callable(order).  With
-    ``classes`` (one token class per id, :mod:`tasc_vllm.kernels.lookups`), the run closers
-    too."""
+    ``classes`` (one token class per id, :mod:`tasc_vllm.kernels.token_classes`), also the
+    contexts that skip a run of word and digit tokens."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)
     if tokens.size and int(tokens.max()) >= MAX_VOCAB:
         raise ValueError(f"token id {int(tokens.max())} exceeds the supported vocabulary size {MAX_VOCAB}")

@@ -98,10 +98,10 @@ def _run_events(tokens, content):
     positions, the followers' positions).  The tokens between a run and its follower are its
     tail: none for the token that closes the run."""
     n = tokens.shape[0]
-    cap = n + 1
-    starts = np.empty(cap, dtype=np.int64)
-    tails = np.empty(cap, dtype=np.int64)
-    follows = np.empty(cap, dtype=np.int64)
+    # a position follows at most one run (tails hold no content token): at most n events
+    starts = np.empty(n, dtype=np.int64)
+    tails = np.empty(n, dtype=np.int64)
+    follows = np.empty(n, dtype=np.int64)
     r = 0
     p = 0
     while p < n:
@@ -113,7 +113,7 @@ def _run_events(tokens, content):
             if p - s + 1 <= MAX_RUN and s > 0 and tokens[s - 1] >= 0:
                 for f in range(p + 1, min(p + 2 + MAX_TAIL, n)):
                     u = tokens[f]
-                    if u < 0 or r >= cap:
+                    if u < 0:
                         break
                     starts[r] = s
                     tails[r] = p + 1

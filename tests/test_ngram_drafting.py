@@ -75,25 +75,34 @@ def test_table_matches_brute_force_counts(texts):
         assert all(table.counts[e, i] == counter[t] for i, t in enumerate(kept))
 
 
-# token classes for the run-skipping tests: 0..5 words, 6..7 digits, 8..11 punctuation, 12 whitespace
-RUN_CLASSES = np.array([0] * 6 + [2] * 2 + [3] * 4 + [1], dtype=np.uint8)
+# token classes for the run-skipping tests: 0..5 words, 6..7 digits, 8..10 punctuation, 11 a
+# joiner (``_``), 12 whitespace
+RUN_CLASSES = np.array([0] * 6 + [2] * 2 + [3] * 3 + [5] + [1], dtype=np.uint8)
 
 
 def brute_force_run_skips(texts, max_order):
     """(tokens before the run, tail after it) -> followers, for every run of content tokens
-    (classes 0 and 2) of at most MAX_RUN tokens and tails of at most MAX_TAIL other tokens."""
+    (classes 0 and 2, single joiners of class 5 between them) of at most MAX_RUN tokens and
+    tails of at most MAX_TAIL other tokens; a joiner inside a run follows the run before it."""
     from tasc_vllm.kernels.ngram_table import MAX_RUN, MAX_TAIL
 
     content = [RUN_CLASSES[t] in (0, 2) for t in range(len(RUN_CLASSES))]
+    joiner = [RUN_CLASSES[t] == 5 for t in range(len(RUN_CLASSES))]
     stats = defaultdict(Counter)
     for t in texts:
+        in_run = [content[x] for x in t]
+        for i in range(1, len(t) - 1):
+            in_run[i] = in_run[i] or (joiner[t[i]] and content[t[i - 1]] and content[t[i + 1]])
         p = 0
         while p < len(t):
             if not content[t[p]]:
                 p += 1
                 continue
             s = p
-            while p + 1 < len(t) and content[t[p + 1]]:
+            while p + 1 < len(t) and in_run[p + 1]:
+                if joiner[t[p + 1]] and p - s + 1 <= MAX_RUN and s > 0:  # the run could have ended here
+                    for n in range(1, min(max_order, s) + 1):
+                        stats[(tuple(t[s - n:s]), ())][t[p + 1]] += 1
                 p += 1
             if p - s + 1 <= MAX_RUN and s > 0:
                 for f in range(p + 1, min(p + 2 + MAX_TAIL, len(t))):
@@ -121,11 +130,11 @@ def test_contexts_that_skip_a_run_match_brute_force_counts(texts):
     expected = brute_force_run_skips(texts, 3)
     assert len(table.keys) == len(plain.keys) + len(expected)
     for (before, tail), counter in expected.items():
-        run = [0, 6]  # any run of content tokens stands for the one the corpus held
+        run = [0, 11, 6]  # any run of content tokens stands for the one the corpus held
         seq = np.array(list(before) + run + list(tail), dtype=np.int64)
         e, order, length = run_skipping_entry(seq, len(seq), seq[:0], 0, table.slots, table.keys, len(before),
                                               RUN_CLASSES)
-        assert length == 2 and order == len(before) and e >= 0, (before, tail)
+        assert length == 3 and order == len(before) and e >= 0, (before, tail)
         assert table.totals[e] == sum(counter.values())
         assert table.counts[e, 0] == max(counter.values()) and counter[int(table.nexts[e, 0])] == table.counts[e, 0]
 
@@ -138,7 +147,7 @@ def test_a_value_the_corpus_never_saw_is_closed_as_its_values_were():
     texts = [[8, 0, 9, 1, 10, 2, 11], [8, 0, 9, 3, 4, 10, 2, 11], [8, 0, 9, 6, 7, 10, 5, 11]]
     table = build_table(corpus_array(texts), max_order=4, classes=RUN_CLASSES)
 
-    def followers(seq):
+    def followers(seq, table=table):
         seq = np.array(seq, dtype=np.int64)
         e, order, _ = run_skipping_entry(seq, len(seq), seq[:0], 0, table.slots, table.keys, 4, RUN_CLASSES)
         return {int(t): int(c) for t, c in zip(table.nexts[e], table.counts[e]) if t >= 0} if e >= 0 else {}
@@ -147,6 +156,45 @@ def test_a_value_the_corpus_never_saw_is_closed_as_its_values_were():
     assert followers([8, 0, 9, 5, 5, 5, 10]) == {2: 2, 5: 1}  # then comes a key
     assert followers([8, 0, 9, 5, 12, 12, 12, 12, 12]) == {}  # a tail longer than MAX_TAIL is not followed
     assert followers([8, 0, 9, 5, 5]) == followers([8, 0, 9, 1])  # every value is the same wildcard
+    assert followers([8, 0, 9, 5, 11, 4, 11, 6]) == {10: 3}  # joined parts (``calculate_area``) are one value
+    assert followers([8, 0, 9, 5, 11, 11, 4]) == {}  # two joiners in a row end the value
+    # where a value went on with a joiner, the table knows it could have gone on
+    joined = build_table(corpus_array([[8, 0, 9, 1, 11, 2, 10], [8, 0, 9, 3, 10], [8, 0, 9, 4, 10]]), max_order=4,
+                         classes=RUN_CLASSES)
+    assert followers([8, 0, 9, 5], joined) == {10: 3, 11: 1}
+    assert followers([8, 0, 9, 5, 11, 5], joined) == {10: 3, 11: 1}
+
+
+def test_a_value_that_may_go_on_gets_its_closers_share_apart():
+    """Names that went on with a joiner (``calculate`` + ``_``) make the joiner the top
+    follower of the context that skips them; the closers' share among the closers alone is a
+    feature of its own, set again where the request's match closes the value too."""
+    from tasc_vllm.kernels.candidates import FEATURES, MAX_CANDIDATES, NUM_FEATURES, Matches, PolicyParams, gather
+
+    texts = [[8, 1, 11, 2, 10], [8, 3, 11, 4, 10], [8, 5, 11, 1, 11, 2, 10], [8, 2, 9]]
+    table = build_table(corpus_array(texts), max_order=4, classes=RUN_CLASSES)
+    params = PolicyParams(4, 1, 16, len(table.keys), 0.0, 13)
+    ctx = np.array([4, 9, 8, 3], dtype=np.int64)  # the answer so far: 8 + an unseen value (3)
+
+    def features(match_at):
+        m = Matches(match_at, 1 if match_at >= 0 else 0, -1, 0, -1, 0, -1, -1, 0, 0)
+        cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
+        feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
+        nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, params, RUN_CLASSES, m, np.empty(4, dtype=np.int64),
+                    cand, feats)
+        return {int(cand[c]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
+
+    skip = "share of the context skipping the last value"
+    closers = "share of the closers of the context skipping the last value"
+    both = "that share, where the request's match closes the value too"
+    got = features(-1)
+    assert got[11][skip] == pytest.approx(4 / 8) and got[10][skip] == pytest.approx(3 / 8)
+    assert got[10][closers] == pytest.approx(3 / 4) and got[9][closers] == pytest.approx(1 / 4)
+    assert got[11][closers] == 0.0  # the joiner goes on with the value
+    assert all(f[both] == 0.0 for f in got.values())
+    matched = features(1)  # the request's match guesses 9: a closer
+    assert matched[10][both] == pytest.approx(3 / 4) and matched[11][both] == 0.0
+    assert features(0)[10][both] == 0.0  # its guess 4 goes on with the value
 
 
 def test_min_count_drops_rare_contexts():
@@ -474,10 +522,13 @@ def test_token_classes_tell_a_merged_token_from_a_word():
     """A token that joins letters to two or more punctuation characters (TASC-ft merges
     ``", "arguments": {"``) is no part of a value; ``n't`` and ``St.`` still are."""
     from tasc_vllm.index.ngram_cache import token_classes
-    from tasc_vllm.kernels.token_classes import DIGIT, MIXED, PUNCT, SPACE, WORD, is_content
+    from tasc_vllm.kernels.token_classes import DIGIT, JOIN, MIXED, PUNCT, SPACE, WORD, is_content, is_joiner
 
-    texts = [" Avenue", "n't", "St.", '", "arguments": {"', '_name": "', "42", "2022-03", '",', "\n  ", ""]
+    texts = [" Avenue", "n't", "St.", '", "arguments": {"', '_name": "', "42", "2022-03", '",', "\n  ", "",
+             "_", "-", '"', " -", ","]
     classes = token_classes(None, len(texts), texts)
-    assert classes.tolist() == [WORD, WORD, WORD, MIXED, MIXED, DIGIT, DIGIT, PUNCT, SPACE, WORD]
+    assert classes.tolist() == [WORD, WORD, WORD, MIXED, MIXED, DIGIT, DIGIT, PUNCT, SPACE, WORD,
+                                JOIN, JOIN, PUNCT, PUNCT, PUNCT]
     assert [bool(is_content(classes, t)) for t in range(len(texts))] == [True, True, True, False, False, True, True,
-                                                                        False, False, True]
+                                                                        False, False, True] + [False] * 5
+    assert [bool(is_joiner(classes, t)) for t in range(len(texts))] == [False] * 10 + [True, True, False, False, False]

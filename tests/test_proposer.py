@@ -196,6 +196,31 @@ def test_whitespace_flags_from_any_tokenizer_and_none_from_one_that_cannot_decod
     assert "cannot decode single token ids" in caplog.text
 
 
+def test_the_vocabulary_is_decoded_once_for_the_table_and_the_policy():
+    """Building the table and the drafting policy both read every token's text: the second
+    read reuses the first, and a tokenizer that grew is decoded again."""
+    from tasc_vllm.index.ngram_cache import token_classes, token_texts
+
+    class Counting:
+        def __init__(self):
+            self.pieces, self.calls = ["a", " ", "_", "{"], 0
+
+        def __len__(self):
+            return len(self.pieces)
+
+        def decode(self, ids):
+            self.calls += 1
+            return "".join(self.pieces[i] for i in ids)
+
+    tok = Counting()
+    first = token_texts(tok, 10)
+    token_classes(tok, 10)
+    assert token_texts(tok, 10) is first and tok.calls == 4
+    tok.pieces.append("b")  # a vocabulary grown by TASC-ft
+    assert token_texts(tok, 10) == ["a", " ", "_", "{", "b"] and tok.calls == 9
+    assert token_texts(Counting(), 10) == first  # another tokenizer is decoded anew
+
+
 def test_config_from_additional_config_with_environment_overrides():
     loaded = resolve_config({"tasc": {"threshold": 0.3, "max_order": 6, "index": "a.tasc"}, "other_plugin": 1},
                             environ={"TASC_MAX_ORDER": "5", "PATH": "/bin", "TASC_VLLM_CACHE": "/tmp/c"})

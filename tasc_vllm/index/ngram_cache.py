@@ -25,7 +25,7 @@ from tasc_vllm.prompt_format import chat_template, render_chat
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the table also holds the contexts that skip a value
+CACHE_VERSION = 3  # 2: the table also holds the contexts that skip a value; 3: values joined by ``_`` or ``-``
 _PROBE = "\x00TASC\x00"
 
 
@@ -62,28 +62,43 @@ def output_frame(tokenizer) -> tuple[list[int], int]:
     return prefix, int(end)
 
 
+_last_texts: tuple = (None, -1, -1, None)  # (tokenizer, its length, size, texts): the last decode
+
+
 def token_texts(tokenizer, size: int) -> list[str] | None:
     """Each token id's text below ``size`` (and the tokenizer's vocabulary), or None with a
-    warning when the tokenizer cannot decode single ids (never an error at engine start)."""
+    warning when the tokenizer cannot decode single ids (never an error at engine start).
+    The last result is kept: building the table and the drafting policy both need it, and a
+    262k vocabulary takes seconds to decode."""
+    global _last_texts
     n = min(len(tokenizer), size)
+    held, held_len, held_n, texts = _last_texts
+    if held is tokenizer and held_len == len(tokenizer) and held_n == n:
+        return texts
     ids = [[i] for i in range(n)]
     try:
         batch = getattr(tokenizer, "batch_decode", None)
-        return batch(ids) if callable(batch) else [tokenizer.decode(i) for i in ids]
+        texts = batch(ids) if callable(batch) else [tokenizer.decode(i) for i in ids]
     except Exception as e:
         logger.warning("TASC: %s cannot decode single token ids (%s); the request is matched token for token only",
                        type(tokenizer).__name__, e)
         return None
+    _last_texts = (tokenizer, len(tokenizer), n, texts)
+    return texts
+
+
+NOT_JOINERS = frozenset("\"'`()[]{}<>,;")  # punctuation that ends a value rather than joins its parts
 
 
 def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.ndarray:
     """One class per token id below ``size`` (:mod:`tasc_vllm.kernels.token_classes`): whitespace
-    only (spaces, newlines, indents), punctuation only, letters or digits with two or more
-    punctuation characters (a merged token), holding a digit, or a word (also every id past
-    the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
+    only (spaces, newlines, indents), one punctuation character that can join the parts of a
+    word (not a quote, bracket, comma or semicolon), other punctuation only, letters or digits
+    with two or more punctuation characters (a merged token), holding a digit, or a word (also
+    every id past the tokenizer's vocabulary).  A tokenizer that cannot decode single ids gets an
     empty array (no classes; the request is then matched token for token only).  ``texts``:
     :func:`token_texts` already computed."""
-    from tasc_vllm.kernels.token_classes import DIGIT, MIXED, PUNCT, SPACE, WORD
+    from tasc_vllm.kernels.token_classes import DIGIT, JOIN, MIXED, PUNCT, SPACE, WORD
 
     texts = token_texts(tokenizer, size) if texts is None else texts
     if texts is None:
@@ -97,7 +112,7 @@ def token_classes(tokenizer, size: int, texts: list[str] | None = None) -> np.nd
         if not s:
             return SPACE
         if not any(ch.isalnum() for ch in s):
-            return PUNCT
+            return JOIN if len(t) == 1 and t not in NOT_JOINERS else PUNCT
         if sum(not ch.isalnum() and not ch.isspace() for ch in s) >= 2:
             return MIXED  # not "n't" or "St.", but '", "arguments": {"'
         if any(ch.isdigit() for ch in s):

@@ -33,7 +33,7 @@ from numba import njit
 
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
-from tasc_vllm.kernels.token_classes import MIXED
+from tasc_vllm.kernels.token_classes import JOIN, MIXED, is_content, is_joiner
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
 MAX_CANDIDATES = (LEVELS + 1) * TOP_K + 4
@@ -79,6 +79,9 @@ FEATURES = (
     "length of the last value",  # / MAX_RUN
     "the input's word goes on",  # inside a value copied from the input, in the middle of a word
     "merged token",  # letters or digits joined to punctuation (TASC-ft's vocabulary)
+    # where the value may go on (``calculate`` + ``_``) or close: the closers apart
+    "share of the closers of the context skipping the last value",  # among its top followers that close
+    "that share, where the request's match closes the value too",
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -137,6 +140,28 @@ def _share_of(e, tok, nexts, counts, totals):
     return 0.0
 
 
+@njit(cache=True, inline="always")
+def _closes(classes, tok):
+    """Whether ``tok`` ends a value rather than going on with it (neither content nor a joiner)."""
+    return tok >= 0 and not is_content(classes, tok) and not is_joiner(classes, tok)
+
+
+@njit(cache=True, inline="always")
+def _closing_total(e, nexts, counts, totals, classes):
+    """How often context ``e``'s value was closed: its total less its top followers that go on
+    with the value (0 for no context)."""
+    if e < 0:
+        return 0.0
+    total = float(totals[e])
+    for s in range(TOP_K):
+        t = nexts[e, s]
+        if t < 0:
+            break
+        if not _closes(classes, t):
+            total -= counts[e, s]
+    return total
+
+
 @njit(cache=True)
 def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries, cand, feats):
     """The distinct candidate tokens after the sequence ``ctx[:n_ctx] + draft[:n_draft]`` into
@@ -153,6 +178,8 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
     x_tok = ctx[matches.ptr] if 0 <= matches.ptr < n_ctx else -1
     s_tok = ctx[matches.sptr] if 0 <= matches.sptr < n_ctx else -1
     a_tok = ctx[matches.aptr] if 0 <= matches.aptr < n_ctx else -1
+    closing = _closing_total(ec, nexts, counts, totals, classes)
+    match_closes = 1.0 if _closes(classes, x_tok) or _closes(classes, s_tok) else 0.0
     nc = 0
     for e in (e1, e2, e3, ec):
         if e < 0:
@@ -208,7 +235,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[15] = s1 * max(x, sp)
         f[16] = 1.0 if cls == SPACE else 0.0
         f[17] = 1.0 if cls == DIGIT else 0.0
-        f[18] = 1.0 if cls == PUNCT else 0.0
+        f[18] = 1.0 if cls == PUNCT or cls == JOIN else 0.0
         f[19] = count1
         digit = 1.0 if cls == DIGIT else 0.0
         f[20] = s1 * digit
@@ -229,4 +256,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         f[32] = min(run, MAX_RUN) / MAX_RUN
         f[33] = float(matches.rgo)
         f[34] = 1.0 if cls == MIXED else 0.0
+        closer = closes * totals[ec] / closing if closing > 0.0 and _closes(classes, t) else 0.0
+        f[35] = closer
+        f[36] = closer * match_closes
     return nc

@@ -9,6 +9,7 @@ from numba import njit
 
 from tasc_vllm.kernels.ngram_table import _SEED, MAX_RUN, MAX_TAIL, RUN_MARK, finalize, lookup, mix
 from tasc_vllm.kernels.token_classes import DIGIT, PUNCT, SPACE, WORD, is_content  # noqa: F401 (re-exported)
+from tasc_vllm.kernels.token_classes import is_joiner
 
 
 @njit(cache=True, inline="always")
@@ -46,10 +47,11 @@ def corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, max_order, entries):
 @njit(cache=True)
 def run_skipping_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order, classes):
     """The table entry of the longest known context that skips the sequence's last run of
-    word and digit tokens (:mod:`tasc_vllm.kernels.ngram_table`): the tokens before the run,
-    the wildcard, and the tokens after it, when the sequence ends at most :data:`MAX_TAIL`
-    tokens after the run.  Returns (entry, the order of the part before the run, the run's
-    length); (-1, 0, run length) when none is known."""
+    word and digit tokens, joiners such as ``_`` between them included
+    (:mod:`tasc_vllm.kernels.ngram_table`): the tokens before the run, the wildcard, and the
+    tokens after it, when the sequence ends at most :data:`MAX_TAIL` tokens after the run.
+    Returns (entry, the order of the part before the run, the run's length); (-1, 0, run
+    length) when none is known."""
     total = n_ctx + n_draft
     e = total - 1
     while e >= 0 and total - 1 - e <= MAX_TAIL and not is_content(classes, token_at(ctx, n_ctx, draft, e)):
@@ -59,10 +61,16 @@ def run_skipping_entry(ctx, n_ctx, draft, n_draft, slots, keys, max_order, class
     tail = total - 1 - e
     if e < 0 or tail > MAX_TAIL:
         return -1, 0, 0
-    s = e
-    while s >= 0 and e - s < MAX_RUN + 1 and is_content(classes, token_at(ctx, n_ctx, draft, s)):
-        s -= 1
-    run = e - s  # s: the position before the run
+    s = e - 1  # s: the position before the run (a joiner counts in it only between content tokens)
+    while s >= 0 and e - s <= MAX_RUN:
+        if is_content(classes, token_at(ctx, n_ctx, draft, s)):
+            s -= 1
+        elif s >= 1 and is_joiner(classes, token_at(ctx, n_ctx, draft, s)) \
+                and is_content(classes, token_at(ctx, n_ctx, draft, s - 1)):
+            s -= 2
+        else:
+            break
+    run = e - s
     if run > MAX_RUN or s < 0:
         return -1, 0, run
     h = _SEED

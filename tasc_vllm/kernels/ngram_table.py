@@ -8,7 +8,8 @@ one uint64 array per order (hash in the high bits, next token in the low ``NEXT_
 counts runs; everything runs in compiled NumPy/Numba code, never a Python loop over tokens.
 
 Given the token classes, the table also holds **contexts that skip a run**: a run of word
-and digit tokens (a value, a name, a number: :data:`MAX_RUN` tokens at most) is replaced by
+and digit tokens, single joiners such as ``_`` or ``-`` between them (a value, a name, a
+number, a date: :data:`MAX_RUN` tokens at most) is replaced by
 the wildcard :data:`RUN_MARK`, so the context is the tokens before the run, the wildcard, and
 the up to :data:`MAX_TAIL` other tokens after it.  ``"StreetName": "`` + run counts the
 token that ends the run (``",``), whatever the street was; ``{"name": "`` + run + ``", "``
@@ -26,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.token_classes import DIGIT, WORD
+from tasc_vllm.kernels.token_classes import DIGIT, JOIN, WORD
 
 TOP_K = 4
 NEXT_BITS = 20  # vocabularies up to 1,048,576 tokens
@@ -90,13 +91,21 @@ def _order_keys(tokens, prev_hash, order, out_hash, out_combined):
     return m
 
 
+@njit(cache=True, inline="always")
+def _kind(kinds, t):
+    return kinds[t] if 0 <= t < kinds.shape[0] else 0
+
+
 @njit(cache=True)
-def _run_events(tokens, content):
-    """Every token that follows a run of content tokens (``content``: a flag per token id) of
-    at most :data:`MAX_RUN` tokens and at most :data:`MAX_TAIL` other tokens after it, all in
-    one text that a token precedes the run in: (the runs' first positions, the followed
-    positions, the followers' positions).  The tokens between a run and its follower are its
-    tail: none for the token that closes the run."""
+def _run_events(tokens, kinds):
+    """Every token that follows a run of at most :data:`MAX_RUN` tokens and at most
+    :data:`MAX_TAIL` other tokens after it, all in one text that a token precedes the run in:
+    (the runs' first positions, the followed positions, the followers' positions).  A run is
+    content tokens (``kinds`` 1, per token id) with at most one joiner (``kinds`` 2) between two
+    of them: ``calculate _ area``, ``2022 - 03``.  The tokens between a run and its follower
+    are its tail: none for the token that closes the run.  A joiner inside a run also counts
+    as following the run before it (no tail), so the table knows how often a value goes on
+    where it could have closed."""
     n = tokens.shape[0]
     # a position follows at most one run (tails hold no content token): at most n events
     starts = np.empty(n, dtype=np.int64)
@@ -105,12 +114,22 @@ def _run_events(tokens, content):
     r = 0
     p = 0
     while p < n:
-        t = tokens[p]
-        if 0 <= t < content.shape[0] and content[t]:
+        if _kind(kinds, tokens[p]) == 1:
             s = p
-            while p + 1 < n and 0 <= tokens[p + 1] < content.shape[0] and content[tokens[p + 1]]:
-                p += 1
-            if p - s + 1 <= MAX_RUN and s > 0 and tokens[s - 1] >= 0:
+            counted = s > 0 and tokens[s - 1] >= 0
+            while True:
+                if p + 1 < n and _kind(kinds, tokens[p + 1]) == 1:
+                    p += 1
+                elif p + 2 < n and _kind(kinds, tokens[p + 1]) == 2 and _kind(kinds, tokens[p + 2]) == 1:
+                    if counted and p - s + 1 <= MAX_RUN:  # the joiner follows the run so far
+                        starts[r] = s
+                        tails[r] = p + 1
+                        follows[r] = p + 1
+                        r += 1
+                    p += 2
+                else:
+                    break
+            if p - s + 1 <= MAX_RUN and counted:
                 for f in range(p + 1, min(p + 2 + MAX_TAIL, n)):
                     u = tokens[f]
                     if u < 0:
@@ -119,7 +138,7 @@ def _run_events(tokens, content):
                     tails[r] = p + 1
                     follows[r] = f
                     r += 1
-                    if u < content.shape[0] and content[u]:
+                    if _kind(kinds, u) == 1:
                         break  # the next run begins: tails hold no content token
         p += 1
     return starts[:r], tails[:r], follows[:r]
@@ -309,8 +328,8 @@ def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress
     hash_buf = np.empty(n, dtype=np.uint64)
     combined = np.empty(n, dtype=np.uint64)
     if classes is not None and classes.shape[0]:
-        content = np.asarray((classes == WORD) | (classes == DIGIT), dtype=np.uint8)
-        starts, tails, follows = _run_events(tokens, content)
+        kinds = np.asarray((classes == WORD) | (classes == DIGIT), dtype=np.uint8) + 2 * (classes == JOIN)
+        starts, tails, follows = _run_events(tokens, kinds.astype(np.uint8))
     else:
         starts = tails = follows = np.zeros(0, dtype=np.int64)
     run_hashes = _run_hashes(tokens, tails, follows)

@@ -7,6 +7,7 @@ from numba import njit
 
 WORD, SPACE, DIGIT, PUNCT = 0, 1, 2, 3  # a word; whitespace only; holding a digit; punctuation only
 MIXED = 4  # letters or digits joined to punctuation: a merged token of TASC-ft's vocabulary (``", "arguments": {"``)
+JOIN = 5  # one punctuation character that joins the parts of a word: ``_``, ``-``, ``.``, ``@``, ``/``
 
 
 @njit(cache=True, inline="always")
@@ -16,3 +17,10 @@ def is_content(classes, tok):
         return False
     c = classes[tok]
     return c == WORD or c == DIGIT
+
+
+@njit(cache=True, inline="always")
+def is_joiner(classes, tok):
+    """Whether ``tok`` can join two word or digit tokens into one value (``calculate_area``,
+    ``2022-03-11``, ``j@x.com``)."""
+    return 0 <= tok < classes.shape[0] and classes[tok] == JOIN

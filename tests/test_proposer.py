@@ -218,7 +218,8 @@ def test_the_vocabulary_is_decoded_once_for_the_table_and_the_policy():
     assert token_texts(tok, 10) is first and tok.calls == 4
     tok.pieces.append("b")  # a vocabulary grown by TASC-ft
     assert token_texts(tok, 10) == ["a", " ", "_", "{", "b"] and tok.calls == 9
-    assert token_texts(Counting(), 10) == first  # another tokenizer is decoded anew
+    other = Counting()
+    assert token_texts(other, 10) == first and other.calls == 4  # another tokenizer is decoded anew
 
 
 def test_config_from_additional_config_with_environment_overrides():

@@ -93,6 +93,7 @@ def _order_keys(tokens, prev_hash, order, out_hash, out_combined):
 
 @njit(cache=True, inline="always")
 def _kind(kinds, t):
+    """``t``'s kind for the runs: 1 content, 2 joiner, 0 anything else (also past ``kinds``)."""
     return kinds[t] if 0 <= t < kinds.shape[0] else 0
 
 

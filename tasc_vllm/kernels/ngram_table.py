@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.token_classes import DIGIT, JOIN, WORD
+from tasc_vllm.kernels.token_classes import is_content, is_joiner
 
 TOP_K = 4
 NEXT_BITS = 20  # vocabularies up to 1,048,576 tokens
@@ -91,19 +91,13 @@ def _order_keys(tokens, prev_hash, order, out_hash, out_combined):
     return m
 
 
-@njit(cache=True, inline="always")
-def _kind(kinds, t):
-    """``t``'s kind for the runs: 1 content, 2 joiner, 0 anything else (also past ``kinds``)."""
-    return kinds[t] if 0 <= t < kinds.shape[0] else 0
-
-
 @njit(cache=True)
-def _run_events(tokens, kinds):
+def _run_events(tokens, classes):
     """Every token that follows a run of at most :data:`MAX_RUN` tokens and at most
     :data:`MAX_TAIL` other tokens after it, all in one text that a token precedes the run in:
     (the runs' first positions, the followed positions, the followers' positions).  A run is
-    content tokens (``kinds`` 1, per token id) with at most one joiner (``kinds`` 2) between two
-    of them: ``calculate _ area``, ``2022 - 03``.  The tokens between a run and its follower
+    content tokens (``classes``: one per token id) with at most one joiner between two of them:
+    ``calculate _ area``, ``2022 - 03``.  The tokens between a run and its follower
     are its tail: none for the token that closes the run.  A joiner inside a run also counts
     as following the run before it (no tail), so the table knows how often a value goes on
     where it could have closed."""
@@ -115,13 +109,13 @@ def _run_events(tokens, kinds):
     r = 0
     p = 0
     while p < n:
-        if _kind(kinds, tokens[p]) == 1:
+        if is_content(classes, tokens[p]):
             s = p
             counted = s > 0 and tokens[s - 1] >= 0
             while True:
-                if p + 1 < n and _kind(kinds, tokens[p + 1]) == 1:
+                if p + 1 < n and is_content(classes, tokens[p + 1]):
                     p += 1
-                elif p + 2 < n and _kind(kinds, tokens[p + 1]) == 2 and _kind(kinds, tokens[p + 2]) == 1:
+                elif p + 2 < n and is_joiner(classes, tokens[p + 1]) and is_content(classes, tokens[p + 2]):
                     if counted and p - s + 1 <= MAX_RUN:  # the joiner follows the run so far
                         starts[r] = s
                         tails[r] = p + 1
@@ -139,7 +133,7 @@ def _run_events(tokens, kinds):
                     tails[r] = p + 1
                     follows[r] = f
                     r += 1
-                    if _kind(kinds, u) == 1:
+                    if is_content(classes, u):
                         break  # the next run begins: tails hold no content token
         p += 1
     return starts[:r], tails[:r], follows[:r]
@@ -329,8 +323,7 @@ def build_table(tokens: np.ndarray, max_order: int, min_count: int = 1, progress
     hash_buf = np.empty(n, dtype=np.uint64)
     combined = np.empty(n, dtype=np.uint64)
     if classes is not None and classes.shape[0]:
-        kinds = np.asarray((classes == WORD) | (classes == DIGIT), dtype=np.uint8) + 2 * (classes == JOIN)
-        starts, tails, follows = _run_events(tokens, kinds.astype(np.uint8))
+        starts, tails, follows = _run_events(tokens, np.ascontiguousarray(classes, dtype=np.uint8))
     else:
         starts = tails = follows = np.zeros(0, dtype=np.int64)
     run_hashes = _run_hashes(tokens, tails, follows)

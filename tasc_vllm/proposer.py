@@ -110,6 +110,7 @@ class TascProposer:
             scorer, self.policy_params, self.space, self.classes, self.text = prepare_scorer(
                 index, tokenizer, corpus, self.cfg, self.vocab_size)
             self.trees = scorer.trees
+            self.echo = scorer.echo
             self.anchor = scorer.weights.copy()
             # online weights are saved for one feature set and one trained ensemble
             self._scorer_set = f"{FEATURE_SET}|trees:{trees_digest(scorer.trees)}"
@@ -172,8 +173,8 @@ class TascProposer:
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
         if self.learned and c.calibrate:
-            learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.policy_params, self.space,
-                                         self.classes, self.text, self.trees, self.weights, self.anchor)
+            learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.echo, self.policy_params,
+                                         self.space, self.classes, self.text, self.trees, self.weights, self.anchor)
         elif c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
@@ -272,7 +273,7 @@ class TascProposer:
         cost = self.timer.cost()
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
-        learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, params, self.space,
+        learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, self.echo, params, self.space,
                                      self.classes, self.text, self.trees, self.weights, self.calibration, self._out,
                                      self._out_len, self._out_conf)
         learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)

@@ -94,6 +94,7 @@ def test_the_scorer_is_cached_and_retrained_for_another_feature_set(prompted_ind
     again = learned(prompted_index, tokenizer, learn_entries=0)
     assert again.scorer_info["cached"] and np.array_equal(again.weights, first.weights)
     assert all(np.array_equal(a, b) for a, b in zip(again.trees, first.trees))
+    assert first.echo.keys.size > 0 and all(np.array_equal(a, b) for a, b in zip(again.echo, first.echo))
     (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
     with np.load(path) as z:
         meta = json.loads(z["meta"].tobytes())
@@ -121,6 +122,17 @@ def test_a_scorer_whose_trees_cannot_be_walked_is_refused(prompted_index, tokeni
     arrays["tree_left"][inner] = inner  # a node that is its own child: a walk would never end
     np.savez(path, **arrays)
     with pytest.raises(TascError, match=f"scorer {path} is corrupt.*out of order"):
+        learned(prompted_index, tokenizer, learn_entries=0)
+
+
+def test_a_scorer_whose_echo_table_cannot_be_read_is_refused(prompted_index, tokenizer, isolated_cache):
+    learned(prompted_index, tokenizer, learn_entries=0)
+    (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["echo_keys"] = arrays["echo_keys"][::-1].copy()  # a binary search would miss keys
+    np.savez(path, **arrays)
+    with pytest.raises(TascError, match=f"scorer {path} is corrupt.*not ascending"):
         learned(prompted_index, tokenizer, learn_entries=0)
 
 
@@ -464,7 +476,7 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         entries = np.empty(p.policy_params.max_order, dtype=np.int64)
-        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.policy_params, p.classes, matches, entries, cand, feats)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.policy_params, p.classes, matches, entries, cand, feats)
         (c,) = [c for c in range(nc) if cand[c] == token]
         return dict(zip(FEATURES, feats[c]))
 
@@ -513,7 +525,7 @@ def test_a_value_the_corpus_never_saw_gets_its_closing_quote_as_a_candidate(prom
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         entries = np.empty(p.policy_params.max_order, dtype=np.int64)
-        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.policy_params, p.classes, m, entries, cand, feats)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.policy_params, p.classes, m, entries, cand, feats)
         return {tokenizer.decode([int(cand[c])]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
 
     got = features("Label the parts of this address: 4321 Zqxvorbl St Clayton",

@@ -7,7 +7,8 @@ predicts itself), and each of their positions gives one training row per candida
 index holds the prompts, each answer is replayed after its prompt, so the request's own
 matches (an address copied from the prompt, a function name from its documentation) are
 learned as they occur in serving; an index of answers alone trains without them and says so
-in one log line.
+in one log line.  The echo table (:mod:`tasc_vllm.kernels.echoes`) is learned in the same
+folds, from the same replay, and saved with the scorer.
 
 Training runs when an index is tokenized for a model (``tasc-vllm build-index --model``) or at
 the first engine start otherwise, and is cached beside the tokenized corpus, keyed by the
@@ -29,6 +30,7 @@ import numpy as np
 
 from tasc_vllm.errors import TascError
 from tasc_vllm.kernels.candidates import FEATURE_SET, FEATURES, NUM_FEATURES, PolicyParams
+from tasc_vllm.kernels.echoes import ECHO_LENGTH, EchoTable, build_echoes, check_echoes, empty_echoes
 from tasc_vllm.kernels.ngram_table import build_table
 from tasc_vllm.kernels.scorer import Trees, no_trees, raw_scores
 from tasc_vllm.paths import atomic_file, cache_dir
@@ -36,10 +38,11 @@ from tasc_vllm.prompt_format import render_chat
 
 logger = logging.getLogger("tasc_vllm")
 
-SCORER_VERSION = 2
+SCORER_VERSION = 3
 FOLDS = 4
 MAX_POSITIONS = 40_000  # answer positions replayed in all (a sample of the held-out answers)
 MAX_ROWS = 12 * MAX_POSITIONS
+MAX_ECHO_POSITIONS = 400_000  # answer positions the echo table learns from (the texts in order)
 # The ensemble's size: on the three tasks' folds, 40 trees of depth 5 keep nearly all of 300
 # deep trees' gain over a logistic model, at about 150 nodes walked per candidate.
 TREES = 40
@@ -59,6 +62,7 @@ PRIOR[[FEATURES.index(n) for n in ("bias", "share of the longest context", "long
 class Scorer:
     trees: Trees
     weights: np.ndarray  # float64[NUM_FEATURES]: the linear term (zero beside trained trees)
+    echo: EchoTable  # what the answers wrote next where the request's match went on alike
     info: dict  # how it was trained: positions, rows, folds, log loss, prompts or not, seconds
     path: Path | None = None
     from_cache: bool = False
@@ -151,24 +155,62 @@ def prompt_token_ids(tokenizer, prompts: list[str]) -> list[np.ndarray]:
     return out
 
 
+def _sequence(texts, prompts, i: int, answer_offset: int) -> tuple[np.ndarray, int]:
+    """Text ``i`` after its prompt (when the corpus has them), and where its answer's first
+    predicted token is (the first answer token comes from prefill)."""
+    prompt = prompts[i] if prompts is not None else np.zeros(0, dtype=np.int32)
+    return np.concatenate([prompt, texts[i]]), len(prompt) + answer_offset + 1
+
+
+def _packed(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in seqs], out=offsets[1:])
+    return (np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, dtype=np.int64)), offsets
+
+
+def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
+                  answer_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The echo keys, next tokens and text numbers of the texts' answer positions, in order,
+    up to :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.echo_pairs`)."""
+    from tasc_vllm.kernels.training_rows import echo_pairs
+
+    seqs, starts, used = [], [], 0
+    for i in range(len(texts)):
+        seq, start = _sequence(texts, prompts, i, answer_offset)
+        seqs.append(seq)
+        starts.append(start)
+        used += max(0, len(seq) - start)
+        if used >= MAX_ECHO_POSITIONS:
+            break
+    packed, offsets = _packed(seqs)
+    keys = np.zeros(min(used, MAX_ECHO_POSITIONS), dtype=np.uint64)
+    nexts = np.zeros(keys.size, dtype=np.int64)
+    owner = np.zeros(keys.size, dtype=np.int64)
+    got = echo_pairs(packed, offsets, np.asarray(starts, dtype=np.int64), params, space, classes, text, keys, nexts,
+                     owner)
+    return keys[:got], nexts[:got], owner[:got]
+
+
 def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: PolicyParams, space: np.ndarray,
                  classes: np.ndarray, text, answer_offset: int, min_count: int = 1, seed: int = 0,
-                 progress: bool = False) -> tuple[Trees, np.ndarray, dict]:
-    """The scorer (trees, linear weights) trained on the corpus ``tokens`` replayed in folds,
-    and how.  ``answer_offset``: tokens of the answer frame before each text's first answer
-    token.  The figures reported (log loss, how often the best-scored candidate is right) are
-    those of an ensemble fitted without the last fold, on that fold."""
+                 progress: bool = False) -> tuple[Trees, np.ndarray, EchoTable, dict]:
+    """The scorer (trees, linear weights, echo table) trained on the corpus ``tokens`` replayed
+    in folds, and how.  ``answer_offset``: tokens of the answer frame before each text's first
+    answer token.  The figures reported (log loss, how often the best-scored candidate is
+    right) are those of an ensemble fitted without the last fold, on that fold."""
     from tasc_vllm.kernels.training_rows import training_rows
 
     t0 = time.perf_counter()
     texts = split_texts(tokens)
     n = len(texts)
     if n < 2:
-        return no_trees(), PRIOR.copy(), {"positions": 0, "rows": 0, "folds": 0, "prompts": prompts is not None,
-                                          "note": "fewer than two texts: the prior weights", "seconds": 0.0}
+        return no_trees(), PRIOR.copy(), empty_echoes(), {
+            "positions": 0, "rows": 0, "folds": 0, "prompts": prompts is not None,
+            "note": "fewer than two texts: the prior weights", "seconds": 0.0}
     folds = min(FOLDS, n)
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(n) % folds
+    echo_keys, echo_next, echo_text = echo_pairs_of(texts, prompts, params, space, classes, text, answer_offset)
     X = np.empty((MAX_ROWS, NUM_FEATURES), dtype=np.float64)
     y = np.empty(MAX_ROWS, dtype=np.float64)
     group = np.empty(MAX_ROWS, dtype=np.int64)
@@ -186,22 +228,21 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
         sep = np.array([-1], dtype=np.int32)
         table = build_table(np.concatenate([x for t in rest for x in (t, sep)]), params.max_order, min_count,
                             classes=classes)
+        others = fold_of[echo_text] != f
+        echo = build_echoes(echo_keys[others], echo_next[others])
         fold_params = params._replace(corpus_entries=int(table.keys.shape[0]))
         budget = (MAX_POSITIONS - positions) // (folds - f)
         seqs, starts, used = [], [], 0
         for i in rng.permutation(held):
-            answer = texts[i]
-            prompt = prompts[i] if prompts is not None else np.zeros(0, dtype=np.int32)
-            seqs.append(np.concatenate([prompt, answer]))
-            starts.append(len(prompt) + answer_offset + 1)  # the first answer token comes from prefill
-            used += max(0, len(answer) - answer_offset - 1)
+            seq, start = _sequence(texts, prompts, i, answer_offset)
+            seqs.append(seq)
+            starts.append(start)
+            used += max(0, len(seq) - start)
             if used >= budget:
                 break
-        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-        np.cumsum([len(s) for s in seqs], out=offsets[1:])
-        got, pos = training_rows(np.concatenate(seqs).astype(np.int64), offsets, np.asarray(starts, dtype=np.int64),
-                                 table.view, fold_params, space, classes, text, X[rows:], y[rows:], group[rows:],
-                                 positions)
+        packed, offsets = _packed(seqs)
+        got, pos = training_rows(packed, offsets, np.asarray(starts, dtype=np.int64), table.view, echo, fold_params,
+                                 space, classes, text, X[rows:], y[rows:], group[rows:], positions)
         rows += int(got)
         positions += int(pos)
         if bar is not None:
@@ -209,12 +250,14 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
     if bar is not None:
         bar.close()
     X, y, group = X[:rows], y[:rows], group[:rows]
+    echo = build_echoes(echo_keys, echo_next)
     if rows == 0 or y.min() == y.max():
-        return no_trees(), PRIOR.copy(), {
+        return no_trees(), PRIOR.copy(), echo, {
             "positions": positions, "rows": rows, "folds": folds, "prompts": prompts is not None,
             "note": "no usable examples: the prior weights", "seconds": time.perf_counter() - t0}
     weights = np.zeros(NUM_FEATURES)
-    info = {"positions": positions, "rows": rows, "folds": folds, "prompts": prompts is not None}
+    info = {"positions": positions, "rows": rows, "folds": folds, "prompts": prompts is not None,
+            "echo_keys": int(echo.keys.shape[0])}
     fit, held = slice(0, last_fold), slice(last_fold, rows)
     if 0 < last_fold < rows and y[fit].min() < y[fit].max():
         z = scores(fit_trees(X[fit], y[fit]), weights, X[held])
@@ -222,7 +265,7 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
     trees = fit_trees(X, y)
     info["trees"] = int(trees.roots.shape[0])
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    return trees, weights, info
+    return trees, weights, echo, info
 
 
 def _top_hit_rate(z: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
@@ -253,17 +296,21 @@ def read_scorer(path: Path, identity: dict) -> Scorer | None:
             trees = Trees(*(np.array(z[f"tree_{name}"], dtype=dtype) for name, dtype in _TREE_ARRAYS),
                           float(z["tree_base"]))
             check_trees(trees)
+            echo = EchoTable(*(np.array(z[f"echo_{name}"], dtype=dtype) for name, dtype in _ECHO_ARRAYS))
+            check_echoes(echo)
             if weights.shape != (NUM_FEATURES,) or not np.all(np.isfinite(weights)):
                 raise ValueError("its linear weights are not one finite number per feature")
     except (zipfile.BadZipFile, ValueError, TypeError, OSError, EOFError, KeyError, json.JSONDecodeError,
             UnicodeDecodeError) as e:
         raise TascError(f"the drafting policy's scorer {path} is corrupt ({e}); delete it and it is trained again "
                         "at the next start") from e
-    return Scorer(trees, weights, meta.get("info", {}), path, True)
+    return Scorer(trees, weights, echo, meta.get("info", {}), path, True)
 
 
 _TREE_ARRAYS = (("feature", np.int64), ("threshold", np.float64), ("left", np.int64), ("right", np.int64),
                 ("value", np.float64), ("roots", np.int64))
+_ECHO_ARRAYS = (("keys", np.uint64), ("first", np.int64), ("tokens", np.int64), ("counts", np.int64),
+                ("totals", np.int64))
 
 
 def trees_digest(trees: Trees) -> str:
@@ -310,7 +357,8 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
                          progress: bool = False) -> Scorer:
     """The scorer for this index and tokenizer: from the cache, or trained and cached."""
     identity = dict(identity, prompts_sha256=index.prompts_hash, feature_set=FEATURE_SET, version=SCORER_VERSION,
-                    ensemble=f"{TREES} trees, depth {TREE_DEPTH}, rate {TREE_RATE}")
+                    ensemble=f"{TREES} trees, depth {TREE_DEPTH}, rate {TREE_RATE}",
+                    echoes=f"{ECHO_LENGTH} tokens, from {MAX_ECHO_POSITIONS} positions")
     try:
         path = _scorer_path(identity)
     except TascError as e:
@@ -329,15 +377,16 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
         prompts = None
     else:
         prompts = prompt_token_ids(tokenizer, texts)
-    trees, weights, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
-                                        min_count=identity.get("min_count", 1), progress=progress)
-    scorer = Scorer(trees, weights, info, path, False)
+    trees, weights, echo, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
+                                              min_count=identity.get("min_count", 1), progress=progress)
+    scorer = Scorer(trees, weights, echo, info, path, False)
     if path is not None:
         meta = np.frombuffer(json.dumps({"identity": identity, "info": info}).encode(), dtype=np.uint8)
         try:
             with atomic_file(path) as f:
                 np.savez(f, meta=meta, weights=weights, tree_base=np.float64(trees.base),
-                         **{f"tree_{name}": getattr(trees, name) for name, _ in _TREE_ARRAYS})
+                         **{f"tree_{name}": getattr(trees, name) for name, _ in _TREE_ARRAYS},
+                         **{f"echo_{name}": getattr(echo, name) for name, _ in _ECHO_ARRAYS})
         except OSError as e:
             logger.warning("TASC: could not cache the drafting policy at %s (%s)", path, e)
     return scorer

@@ -14,7 +14,10 @@ At the end of a sequence (the request's context plus the draft so far) the candi
   value's next word;
 - the ``TOP_K`` followers of the longest context that skips the last run of word and digit
   tokens (a value, a name: :mod:`tasc_vllm.kernels.ngram_table`): ``",`` after a street
-  name the corpus never saw, or the key after it.
+  name the corpus never saw, or the key after it;
+- the ``TOP_K`` tokens the corpus's answers wrote next where their request's match went on as
+  this one's does (:mod:`tasc_vllm.kernels.echoes`): ``": "`` after a parameter's name whose
+  schema says ``"type": "string"``.
 
 Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
 propose it and how strongly, the contexts' order and size, the token's class); the scorer
@@ -31,12 +34,13 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from tasc_vllm.kernels.echoes import echo_entry, echo_key
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
 from tasc_vllm.kernels.token_classes import JOIN, MIXED, is_content, is_joiner
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
-MAX_CANDIDATES = (LEVELS + 1) * TOP_K + 4
+MAX_CANDIDATES = (LEVELS + 2) * TOP_K + 4
 
 FEATURES = (
     "bias",
@@ -82,6 +86,9 @@ FEATURES = (
     # where the value may go on (``calculate`` + ``_``) or close: the closers apart
     "share of the closers of the context skipping the last value",  # among its top followers that close
     "that share, where the request's match closes the value too",
+    # what the answers wrote next where their request's match went on as this one's does
+    "share of the echo",
+    "count in the echo",  # log1p(count) / 8
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -163,12 +170,13 @@ def _closing_total(e, nexts, counts, totals, classes):
 
 
 @njit(cache=True)
-def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries, cand, feats):
+def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, entries, cand, feats):
     """The distinct candidate tokens after the sequence ``ctx[:n_ctx] + draft[:n_draft]`` into
     ``cand`` and their feature rows into ``feats``; returns how many (at most
-    :data:`MAX_CANDIDATES`).  ``matches``: the request's guesses (:class:`Matches`);
-    ``classes``: one class per token id (may be empty); ``entries``: scratch room for
-    ``max_order`` table entries."""
+    :data:`MAX_CANDIDATES`).  ``echo``: the echo table
+    (:class:`tasc_vllm.kernels.echoes.EchoTable`); ``matches``: the request's guesses
+    (:class:`Matches`); ``classes``: one class per token id (may be empty); ``entries``:
+    scratch room for ``max_order`` table entries."""
     slots, keys, nexts, counts, totals = table
     found = corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, params.max_order, entries)[1]
     e1 = entries[found - 1] if found >= 1 else -1
@@ -190,6 +198,12 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
             nc = _add_unique(cand, nc, nexts[e, s])
     for t in (x_tok, s_tok, a_tok, matches.rtok):
         nc = _add_unique(cand, nc, t)
+    ee = echo_entry(echo, echo_key(ctx, n_ctx, matches.ptr))
+    e_first = echo.first[ee] if ee >= 0 else 0
+    e_last = echo.first[ee + 1] if ee >= 0 else 0
+    for j in range(e_first, e_last):
+        nc = _add_unique(cand, nc, echo.tokens[j])
+    e_total = float(echo.totals[ee]) if ee >= 0 else 0.0
     inv_order = 1.0 / max(params.max_order, 1)
     inv_match = 1.0 / max(params.ctx_max_order, 1)
     size = np.log1p(totals[e1]) / 8.0 if e1 >= 0 else 0.0
@@ -259,4 +273,11 @@ def gather(ctx, n_ctx, draft, n_draft, table, params, classes, matches, entries,
         closer = closes * totals[ec] / closing if closing > 0.0 and _closes(classes, t) else 0.0
         f[35] = closer
         f[36] = closer * match_closes
+        f[37] = 0.0
+        f[38] = 0.0
+        for j in range(e_first, e_last):
+            if echo.tokens[j] == t:
+                f[37] = echo.counts[j] / e_total
+                f[38] = np.log1p(echo.counts[j]) / 8.0
+                break
     return nc

@@ -70,7 +70,7 @@ def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
 
 
 @njit(cache=True)
-def draft_one(ctx, n_ctx, k, table, params, space, classes, text, trees, weights, cal, out, out_conf, cand, feats,
+def draft_one(ctx, n_ctx, k, table, echo, params, space, classes, text, trees, weights, cal, out, out_conf, cand, feats,
               entries):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's calibrated
     chance of full acceptance after each token in ``out_conf`` (never rising); returns how
@@ -80,7 +80,7 @@ def draft_one(ctx, n_ctx, k, table, params, space, classes, text, trees, weights
     last_q = 1.0
     m = request_matches(ctx, n_ctx, out, 0, params, space, classes, text, answer_start(ctx, n_ctx, text.header))
     while n_draft < k:
-        nc = gather(ctx, n_ctx, out, n_draft, table, params, classes, m, entries, cand, feats)
+        nc = gather(ctx, n_ctx, out, n_draft, table, echo, params, classes, m, entries, cand, feats)
         if nc == 0:
             break
         c, p = best_candidate(trees, weights, feats, nc)
@@ -100,7 +100,7 @@ def draft_one(ctx, n_ctx, k, table, params, space, classes, text, trees, weights
 
 
 @njit(cache=True)
-def draft_batch(rows, lengths, token_ids, limits, table, params, space, classes, text, trees, weights, cal, out,
+def draft_batch(rows, lengths, token_ids, limits, table, echo, params, space, classes, text, trees, weights, cal, out,
                 out_len, out_conf):
     """Draft for each row index in ``rows`` (context ``token_ids[r, :lengths[r]]``, at most
     ``limits[i]`` tokens) into ``out[i]``/``out_len[i]``/``out_conf[i]``."""
@@ -109,8 +109,8 @@ def draft_batch(rows, lengths, token_ids, limits, table, params, space, classes,
     entries = np.empty(max(params.max_order, 1), dtype=np.int64)
     for i in range(rows.shape[0]):
         r = rows[i]
-        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, params, space, classes, text, trees, weights,
-                               cal, out[i], out_conf[i], cand, feats, entries)
+        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, echo, params, space, classes, text, trees,
+                               weights, cal, out[i], out_conf[i], cand, feats, entries)
 
 
 @njit(cache=True)
@@ -158,7 +158,7 @@ def cut_batch(n_rows, m, out_len, out_conf, cal, cost):
 
 
 @njit(cache=True)
-def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, classes, text, trees, weights, anchor):
+def learn_batch(rows, lengths, new_tokens, token_ids, table, echo, params, space, classes, text, trees, weights, anchor):
     """Update the scorer on each row's last ``new_tokens[i]`` tokens: the candidates as they
     stood before each token, labelled by whether they were it.  Returns the positions used."""
     cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
@@ -178,7 +178,7 @@ def learn_batch(rows, lengths, new_tokens, token_ids, table, params, space, clas
             if tok < 0:
                 continue
             m = request_matches(row, p, row, 0, params, space, classes, text, start)
-            nc = gather(row, p, row, 0, table, params, classes, m, entries, cand, feats)
+            nc = gather(row, p, row, 0, table, echo, params, classes, m, entries, cand, feats)
             if nc:
                 learn_step(trees, weights, anchor, feats, cand, nc, tok)
                 used += 1

@@ -162,10 +162,21 @@ def _sequence(texts, prompts, i: int, answer_offset: int) -> tuple[np.ndarray, i
     return np.concatenate([prompt, texts[i]]), len(prompt) + answer_offset + 1
 
 
-def _packed(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _replayed(texts, prompts, order, answer_offset: int, budget: int):
+    """Texts ``order`` after their prompts, until ``budget`` answer positions: the sequences
+    packed (tokens, offsets), each one's first predicted position, and the positions taken."""
+    seqs, starts, used = [], [], 0
+    for i in order:
+        seq, start = _sequence(texts, prompts, i, answer_offset)
+        seqs.append(seq)
+        starts.append(start)
+        used += max(0, len(seq) - start)
+        if used >= budget:
+            break
     offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in seqs], out=offsets[1:])
-    return (np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, dtype=np.int64)), offsets
+    packed = np.concatenate(seqs).astype(np.int64) if seqs else np.zeros(0, dtype=np.int64)
+    return packed, offsets, np.asarray(starts, dtype=np.int64), used
 
 
 def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
@@ -174,20 +185,11 @@ def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
     up to :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.echo_pairs`)."""
     from tasc_vllm.kernels.training_rows import echo_pairs
 
-    seqs, starts, used = [], [], 0
-    for i in range(len(texts)):
-        seq, start = _sequence(texts, prompts, i, answer_offset)
-        seqs.append(seq)
-        starts.append(start)
-        used += max(0, len(seq) - start)
-        if used >= MAX_ECHO_POSITIONS:
-            break
-    packed, offsets = _packed(seqs)
+    packed, offsets, starts, used = _replayed(texts, prompts, range(len(texts)), answer_offset, MAX_ECHO_POSITIONS)
     keys = np.zeros(min(used, MAX_ECHO_POSITIONS), dtype=np.uint64)
     nexts = np.zeros(keys.size, dtype=np.int64)
     owner = np.zeros(keys.size, dtype=np.int64)
-    got = echo_pairs(packed, offsets, np.asarray(starts, dtype=np.int64), params, space, classes, text, keys, nexts,
-                     owner)
+    got = echo_pairs(packed, offsets, starts, params, space, classes, text, keys, nexts, owner)
     return keys[:got], nexts[:got], owner[:got]
 
 
@@ -232,17 +234,9 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
         echo = build_echoes(echo_keys[others], echo_next[others])
         fold_params = params._replace(corpus_entries=int(table.keys.shape[0]))
         budget = (MAX_POSITIONS - positions) // (folds - f)
-        seqs, starts, used = [], [], 0
-        for i in rng.permutation(held):
-            seq, start = _sequence(texts, prompts, i, answer_offset)
-            seqs.append(seq)
-            starts.append(start)
-            used += max(0, len(seq) - start)
-            if used >= budget:
-                break
-        packed, offsets = _packed(seqs)
-        got, pos = training_rows(packed, offsets, np.asarray(starts, dtype=np.int64), table.view, echo, fold_params,
-                                 space, classes, text, X[rows:], y[rows:], group[rows:], positions)
+        packed, offsets, starts, _ = _replayed(texts, prompts, rng.permutation(held), answer_offset, budget)
+        got, pos = training_rows(packed, offsets, starts, table.view, echo, fold_params, space, classes, text,
+                                 X[rows:], y[rows:], group[rows:], positions)
         rows += int(got)
         positions += int(pos)
         if bar is not None:

@@ -143,11 +143,11 @@ class TascProposer:
         )
         if self.learned:
             info = self.scorer_info
-            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions%s), %s",
+            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions, %s echo keys%s), %s",
                         info.get("trees", 0),
                         "cached" if info.get("cached") else f"trained in {info.get('seconds', 0):.1f} s",
-                        f"{info.get('positions', 0):,}", ", resumed from the learned state" if info.get("resumed") else "",
-                        self.timer.summary())
+                        f"{info.get('positions', 0):,}", f"{self.echo.keys.shape[0]:,}",
+                        ", resumed from the learned state" if info.get("resumed") else "", self.timer.summary())
         self._error_logged = False
         self._stats_written = 0.0
 

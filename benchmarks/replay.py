@@ -3,7 +3,7 @@
     python -m benchmarks.replay [--task usaddress] [--model fine-tuned] [--prompts 64]
                                 [--batch 1,16] [--rivals suffix-warm,oracle]
                                 [--set policy=learned,formula ...] [--cost 17.4,0.5,1,5]
-                                [--index references|own]
+                                [--index references|own] [--bounds]
 
 Greedy verification accepts a draft's longest prefix that equals the model's own
 continuation, so with the model's greedy outputs recorded once (one plain vLLM run, cached in
@@ -22,6 +22,13 @@ engine benchmarks remain the measure of record (``benchmarks.run`` prints the re
 estimate beside each TASC-spec run); this only ranks settings before engine time is spent
 on them.  The index holds the same train examples as ``benchmarks.run``'s.  Prints a table;
 writes no result file.
+
+``--bounds`` adds, for each TASC-spec setting, what better choices could still gain from the
+same sources (:mod:`benchmarks.harness.replay_drafters`): its drafts cut by the oracle to the
+part the model accepts (the best draft length rule), and, beside warm ``suffix``, the draft of
+the two that the model accepts furthest at each step, cut the same way (the best choice
+between the two drafters).  When those rows fall short of a target, no stop rule and no
+choice between these drafts reaches it: the drafts' tokens must change.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from dataclasses import replace
 from benchmarks.harness.own_outputs import write_own_index
 from benchmarks.harness.paths import RESULTS
 from benchmarks.harness.replay import CPU_COST, greedy_outputs, replay, standalone_proposer
-from benchmarks.harness.replay_drafters import OracleDrafter, SuffixDrafter
+from benchmarks.harness.replay_drafters import BestOf, OracleCut, OracleDrafter, SuffixDrafter
 
 RIVALS = ("suffix-warm", "oracle")
 
@@ -72,6 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("--rivals", default="suffix-warm,oracle",
                    help="rival drafters replayed beside TASC-spec, comma-separated, of: " + ", ".join(RIVALS)
                         + " ('' for none)")
+    p.add_argument("--bounds", action="store_true",
+                   help="also replay each TASC setting with its drafts cut by the oracle, and the better of its and "
+                        "warm suffix's draft at each step (cut the same way): what better draft lengths, or a better "
+                        "choice between the two drafters, could still gain")
     p.add_argument("--set", action="append", default=[], metavar="NAME=V1,V2",
                    help="TASC setting values to try (grid over all --set); e.g. policy=learned,formula")
     args = p.parse_args(argv)
@@ -144,8 +155,16 @@ def main(argv=None) -> int:
         for combo in combos:
             cfg = replace(base_cfg, **dict(zip(grid, combo)))
             proposer = standalone_proposer(tokenizer, cfg, args.k, max_num_seqs=batch, cost=cost)
-            rows.append(("tasc" + "".join(f", {k}={v}" for k, v in zip(grid, combo)),
-                         replay(proposer, prompts, outputs, cost, batch)))
+            name = "tasc" + "".join(f", {k}={v}" for k, v in zip(grid, combo))
+            rows.append((name, replay(proposer, prompts, outputs, cost, batch)))
+            if args.bounds:
+                fresh = functools.partial(standalone_proposer, tokenizer, cfg, args.k, max_num_seqs=batch, cost=cost)
+                rows.append((f"{name}, cut by the oracle",
+                             replay(OracleCut(fresh(), prompts, outputs), prompts, outputs, cost, batch)))
+                if "suffix-warm" in rivals:
+                    best = BestOf([fresh(), make_rivals["suffix-warm"]()], prompts, outputs)
+                    rows.append((f"best of {name} and suffix-warm, cut by the oracle",
+                                 replay(best, prompts, outputs, cost, batch)))
         for name, r in rows:
             speedup = r["plain_time"] / r["time"]
             cells = []

@@ -11,8 +11,9 @@ plus the drafts) is
 hundreds).  It is fitted by exponentially weighted least squares for each knee of
 :data:`KNEES`, and the knee that fits best is used.  Until :data:`MIN_SAMPLES` steps are
 measured, and whenever the fit is degenerate (no variation in the drafts yet), the prior
-holds: a fixed part worth ``PRIOR_FIXED_TOKENS`` verified tokens and a knee of
-``PRIOR_KNEE``.  Only the ratios matter to the drafting policy, so the prior needs no unit.
+holds: a fixed part worth ``PRIOR_FIXED_TOKENS`` verified tokens, ``PRIOR_PER_ROW`` of a
+token per row and a knee of ``PRIOR_KNEE``.  Only the ratios matter to the drafting policy,
+so the prior needs no unit.
 
 A fit is bounded by what a token can cost: the tokens up to the knee are verified within the
 flat part of a step, so ``per_token * knee`` is at most ``fixed + per_row * rows`` (at the
@@ -43,6 +44,11 @@ MIN_SAMPLES = 64
 FORGET = 0.995  # each step's weight decays by this per later step (a memory of a few hundred steps)
 OUTLIER = 3.0  # a step slower than this multiple of the model's time is not used
 PRIOR_FIXED_TOKENS = 16.0
+# a row costs more than the token it verifies (its sampling, its cache's attention, the
+# scheduler's work for it): with none, a batch-16 step's fixed part was priced at half what
+# this CPU shows, each drafted token at twice its share, and short batch-16 runs, which end
+# before 64 steps are timed, drafted too little (docs/design.md)
+PRIOR_PER_ROW = 0.5
 PRIOR_KNEE = 4.0
 RIDGE = 1e-9
 # a firmer pull of per_row to 0: while every step has the same rows (batch 1), the fixed part
@@ -120,7 +126,8 @@ class StepTimer:
         self._xtx = np.zeros((k, 3, 3))
         self._xty = np.zeros((k, 3))
         self._yty = np.zeros(k)
-        self._cost = fixed.copy() if fixed is not None else np.array([PRIOR_FIXED_TOKENS, 0.0, 1.0, PRIOR_KNEE])
+        prior = np.array([PRIOR_FIXED_TOKENS, PRIOR_PER_ROW, 1.0, PRIOR_KNEE])
+        self._cost = fixed.copy() if fixed is not None else prior
         self.measured = False
 
     def cost(self) -> np.ndarray:

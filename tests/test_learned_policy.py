@@ -202,6 +202,7 @@ def test_the_step_timer_recovers_the_engine_cost_model():
     rng = np.random.default_rng(0)
     timer = StepTimer()
     assert not timer.measured and timer.cost()[3] > 0  # the prior until enough steps are seen
+    assert timer.predict(16, 16) > timer.predict(1, 16)  # where a row costs something
     for _ in range(400):
         rows_ = int(rng.integers(1, 17))
         tokens = rows_ + int(rng.integers(0, 6 * rows_ + 1))

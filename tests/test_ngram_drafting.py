@@ -178,7 +178,7 @@ def test_a_value_that_may_go_on_gets_its_closers_share_apart():
     ctx = np.array([4, 9, 8, 3], dtype=np.int64)  # the answer so far: 8 + an unseen value (3)
 
     def features(match_at):
-        m = Matches(match_at, 1 if match_at >= 0 else 0, -1, 0, -1, 0, -1, -1, 0, 0)
+        m = Matches(match_at, 1 if match_at >= 0 else 0, -1, 0, -1, 0, -1, -1, 0, 0, -1, 0, 0)
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, empty_echoes(), params, RUN_CLASSES, m, np.empty(4, dtype=np.int64),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.harness.replay import replay
-from benchmarks.harness.replay_drafters import OracleDrafter, SuffixDrafter
+from benchmarks.harness.replay_drafters import BestOf, OracleCut, OracleDrafter, SuffixDrafter
 
 COST = (10.0, 2.0, 1.0, 3.0)  # fixed, per row, per token past the knee, knee
 
@@ -72,6 +72,59 @@ def test_batch_one_gives_the_same_counts_at_any_batch_size_for_the_oracle():
     together = replay(OracleDrafter(4, prompts, outputs), prompts, outputs, COST, batch=3)
     assert (alone["drafted"], alone["accepted"]) == (together["drafted"], together["accepted"])
     assert together["steps"] < alone["steps"] and together["time"] < alone["time"]
+
+
+class Fixed:
+    """Drafts ``tokens`` after each row's last token, whatever the request: right where the
+    answer goes on with them, wrong elsewhere."""
+
+    k = 4
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def propose_rows(self, sampled, lengths, token_ids, requests):
+        return [list(self.tokens) for _ in requests]
+
+
+class ProposeOnly:
+    """As TASC-spec: ``propose``, given no request numbers."""
+
+    k = 4
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def propose(self, sampled, lengths, token_ids):
+        return [list(self.tokens) for _ in lengths]
+
+
+def test_the_oracle_cut_keeps_only_the_accepted_part_of_each_draft():
+    prompts, outputs = [[1]], [[2, 3, 9, 2, 3, 4, 5]]
+    full = replay(Fixed([3, 4, 5, 6]), prompts, outputs, COST, batch=1)
+    cut = replay(OracleCut(Fixed([3, 4, 5, 6]), prompts, outputs), prompts, outputs, COST, batch=1)
+    assert (full["steps"], full["accepted"]) == (cut["steps"], cut["accepted"])  # the same tokens accepted
+    assert cut["drafted"] == cut["accepted"] < full["drafted"]  # none of the rejected ones verified
+    assert cut["time"] < full["time"]
+
+
+def test_best_of_takes_the_draft_accepted_furthest_at_each_step():
+    prompts, outputs = [[1]], [[2, 3, 4, 9, 8, 7, 6, 5]]
+    a, b = Fixed([3, 4, 9, 8]), Fixed([6, 5])  # right after the 2 / after the 7
+    best = replay(BestOf([a, b], prompts, outputs), prompts, outputs, COST, batch=1)
+    alone = [replay(OracleCut(d, prompts, outputs), prompts, outputs, COST, batch=1) for d in (a, b)]
+    assert best["accepted"] > max(r["accepted"] for r in alone)
+    assert best["drafted"] == best["accepted"]
+    # prefill yields the 2; a's draft accepted, and the 7; b's draft ends the answer
+    assert best["steps"] == 3 and best["accepted"] == 6
+
+
+def test_the_bounds_take_tasc_specs_propose_as_well():
+    prompts, outputs = [[1]], [[2, 3, 4, 5]]
+    r = replay(BestOf([ProposeOnly([3, 4]), Fixed([7])], prompts, outputs), prompts, outputs, COST, batch=1)
+    assert r["accepted"] == 2
+    with pytest.raises(ValueError, match="at least one drafter"):
+        BestOf([], prompts, outputs)
 
 
 def test_a_bad_batch_size_is_refused():

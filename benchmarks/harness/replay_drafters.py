@@ -11,6 +11,14 @@ drafters and not a ``custom_class`` one.
   answers to the train prompts, as ``benchmarks.run``'s ``suffix-warm`` is warmed by serving
   them first.
 - :class:`OracleDrafter` drafts the answer itself, ``k`` tokens at a time: the ceiling.
+
+Two bounds show what a better choice could still gain from the drafts a drafter makes
+(``benchmarks.replay --bounds``):
+
+- :class:`OracleCut` cuts each of a drafter's drafts to the part the model accepts: the best
+  any draft length rule could do with those tokens;
+- :class:`BestOf` puts, at each step and row, the drafter whose draft the model accepts
+  furthest, cut the same way: the best any choice between those drafters could do.
 """
 
 from __future__ import annotations
@@ -72,3 +80,54 @@ class OracleDrafter:
 
     def propose_rows(self, sampled, lengths, token_ids, requests) -> list[list[int]]:
         return [self.seqs[req][int(n):int(n) + self.k] for (req, _), n in zip(requests, lengths)]
+
+
+def drafts_of(drafter, sampled, lengths, token_ids, requests) -> list[list[int]]:
+    """``drafter``'s drafts for these rows: a rival's ``propose_rows``, or TASC-spec's
+    ``propose`` (which is given no request numbers)."""
+    if hasattr(drafter, "propose_rows"):
+        return drafter.propose_rows(sampled, lengths, token_ids, requests)
+    return drafter.propose(sampled, lengths, token_ids)
+
+
+def accepted_length(draft, seq, n: int) -> int:
+    """How many of ``draft``'s tokens greedy verification accepts after ``seq[:n]``."""
+    a = 0
+    while a < len(draft) and n + a < len(seq) and draft[a] == seq[n + a]:
+        a += 1
+    return a
+
+
+class OracleCut:
+    """``drafter``'s drafts, each cut to the part the model accepts."""
+
+    def __init__(self, drafter, prompt_ids: list[list[int]], output_ids: list[list[int]]):
+        self.drafter = drafter
+        self.k = drafter.k
+        self.seqs = [p + o for p, o in zip(prompt_ids, output_ids)]
+
+    def propose_rows(self, sampled, lengths, token_ids, requests) -> list[list[int]]:
+        drafts = drafts_of(self.drafter, sampled, lengths, token_ids, requests)
+        return [d[:accepted_length(d, self.seqs[req], int(n))] for d, (req, _), n in zip(drafts, requests, lengths)]
+
+
+class BestOf:
+    """At each step and row, the draft of ``drafters`` that the model accepts furthest, cut
+    to that part.  Every drafter drafts at every step, so each keeps its own state."""
+
+    def __init__(self, drafters: list, prompt_ids: list[list[int]], output_ids: list[list[int]]):
+        if not drafters:
+            raise ValueError("BestOf needs at least one drafter")
+        self.drafters = drafters
+        self.k = max(d.k for d in drafters)
+        self.seqs = [p + o for p, o in zip(prompt_ids, output_ids)]
+
+    def propose_rows(self, sampled, lengths, token_ids, requests) -> list[list[int]]:
+        every = [drafts_of(d, sampled, lengths, token_ids, requests) for d in self.drafters]
+        best = []
+        for i, ((req, _), n) in enumerate(zip(requests, lengths)):
+            drafts = [ds[i] for ds in every]
+            accepted = [accepted_length(d, self.seqs[req], int(n)) for d in drafts]
+            j = max(range(len(drafts)), key=accepted.__getitem__)
+            best.append(drafts[j][:accepted[j]])
+        return best

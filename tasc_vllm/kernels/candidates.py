@@ -17,7 +17,9 @@ At the end of a sequence (the request's context plus the draft so far) the candi
   name the corpus never saw, or the key after it;
 - the ``TOP_K`` tokens the corpus's answers wrote next where their request's match went on as
   this one's does (:mod:`tasc_vllm.kernels.echoes`): ``": "`` after a parameter's name whose
-  schema says ``"type": "string"``.
+  schema says ``"type": "string"``;
+- the prompt's next item where the answer walks through a list its prompt holds
+  (:mod:`tasc_vllm.kernels.next_items`): the parameter after the one the answer wrote last.
 
 Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
 propose it and how strongly, the contexts' order and size, the token's class); the scorer
@@ -36,11 +38,12 @@ from numba import njit
 
 from tasc_vllm.kernels.echoes import echo_entry, echo_key
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
+from tasc_vllm.kernels.next_items import INTO, MAX_AGREEMENT
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
 from tasc_vllm.kernels.token_classes import JOIN, MIXED, is_content, is_joiner
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
-MAX_CANDIDATES = (LEVELS + 2) * TOP_K + 4
+MAX_CANDIDATES = (LEVELS + 2) * TOP_K + 5
 
 FEATURES = (
     "bias",
@@ -89,6 +92,10 @@ FEATURES = (
     # what the answers wrote next where their request's match went on as this one's does
     "share of the echo",
     "count in the echo",  # log1p(count) / 8
+    # the item after the one the answer wrote last, in a list the prompt holds
+    "the prompt's next item",
+    "the prompt's next item, leading tokens that agree",  # / MAX_AGREEMENT
+    "the prompt's next item, tokens into it",  # / (INTO + 1), 1 / (INTO + 1) for its first token
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -119,6 +126,9 @@ class Matches(NamedTuple):
     rtok: int  # the input's next token (:func:`tasc_vllm.kernels.input_reading.next_input_token`), -1 for none
     rin: int  # 1 when the answer is inside the value it copies
     rgo: int  # 1 when, inside it, the input's word goes on (``rtok`` continues it)
+    iptr: int  # the prompt's next item (:func:`tasc_vllm.kernels.next_items.next_item`): its guessed token, -1 for none
+    iagree: int  # leading tokens that agree with the last item's
+    iinto: int  # tokens into the item
 
 
 @njit(cache=True, inline="always")
@@ -186,6 +196,9 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
     x_tok = ctx[matches.ptr] if 0 <= matches.ptr < n_ctx else -1
     s_tok = ctx[matches.sptr] if 0 <= matches.sptr < n_ctx else -1
     a_tok = ctx[matches.aptr] if 0 <= matches.aptr < n_ctx else -1
+    i_tok = ctx[matches.iptr] if 0 <= matches.iptr < n_ctx else -1
+    i_agree = matches.iagree / MAX_AGREEMENT
+    i_into = (matches.iinto + 1) / (INTO + 1)
     closing = _closing_total(ec, nexts, counts, totals, classes)
     match_closes = 1.0 if _closes(classes, x_tok) or _closes(classes, s_tok) else 0.0
     nc = 0
@@ -196,7 +209,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
             if nexts[e, s] < 0:
                 break
             nc = _add_unique(cand, nc, nexts[e, s])
-    for t in (x_tok, s_tok, a_tok, matches.rtok):
+    for t in (x_tok, s_tok, a_tok, matches.rtok, i_tok):
         nc = _add_unique(cand, nc, t)
     ee = echo_entry(echo, echo_key(ctx, n_ctx, matches.ptr))
     e_first = echo.first[ee] if ee >= 0 else 0
@@ -280,4 +293,8 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
                 f[37] = echo.counts[j] / e_total
                 f[38] = np.log1p(echo.counts[j]) / 8.0
                 break
+        it = 1.0 if t == i_tok else 0.0
+        f[39] = it
+        f[40] = it * i_agree
+        f[41] = it * i_into
     return nc

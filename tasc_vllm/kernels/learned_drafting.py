@@ -26,6 +26,7 @@ from tasc_vllm.kernels.calibration import calibrated, draft_bucket
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, Matches, gather
 from tasc_vllm.kernels.input_reading import answer_start, answer_start_after, next_input_token, word_goes_on
 from tasc_vllm.kernels.lookups import find_context_matches, is_space, next_non_space
+from tasc_vllm.kernels.next_items import next_item
 from tasc_vllm.kernels.scorer import best_candidate, learn_step
 
 
@@ -41,13 +42,16 @@ def request_matches(ctx, n_ctx, draft, n_draft, params, space, classes, text, st
         sptr, slen, _, _ = find_context_matches(ctx, n_ctx, draft, n_draft, params.ctx_min_order,
                                                 params.ctx_max_order, space)
     rtok, rin = next_input_token(ctx, n_ctx, draft, n_draft, classes, text, start)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin, word_goes_on(text, rtok, rin))
+    iptr, iagree, iinto = next_item(ctx, n_ctx, draft, n_draft, start)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, start, rtok, rin, word_goes_on(text, rtok, rin), iptr, iagree,
+                   iinto)
 
 
 @njit(cache=True)
 def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
     """The request's guesses after ``tok`` joined the draft: a match whose guess it was goes
-    on, the others are searched again."""
+    on, the others are searched again (the prompt's next item too: it is read afresh at every
+    position, as the scorer's training reads it)."""
     if 0 <= m.ptr < n_ctx and tok == ctx[m.ptr]:
         ptr, mlen = m.ptr + 1, min(m.mlen + 1, params.ctx_max_order)
         if 0 <= m.aptr < n_ctx and tok == ctx[m.aptr]:
@@ -66,7 +70,9 @@ def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
             sptr, slen, _, _ = find_context_matches(ctx, n_ctx, out, n_draft, params.ctx_min_order,
                                                     params.ctx_max_order, space)
     rtok, rin = next_input_token(ctx, n_ctx, out, n_draft, classes, text, m.start)
-    return Matches(ptr, mlen, sptr, slen, aptr, alen, m.start, rtok, rin, word_goes_on(text, rtok, rin))
+    iptr, iagree, iinto = next_item(ctx, n_ctx, out, n_draft, m.start)
+    return Matches(ptr, mlen, sptr, slen, aptr, alen, m.start, rtok, rin, word_goes_on(text, rtok, rin), iptr, iagree,
+                   iinto)
 
 
 @njit(cache=True)

@@ -45,9 +45,9 @@ FORGET = 0.995  # each step's weight decays by this per later step (a memory of 
 OUTLIER = 3.0  # a step slower than this multiple of the model's time is not used
 PRIOR_FIXED_TOKENS = 16.0
 # a row costs more than the token it verifies (its sampling, its cache's attention, the
-# scheduler's work for it): with none, a batch-16 step's fixed part was priced at half what
-# this CPU shows, each drafted token at twice its share, and short batch-16 runs, which end
-# before 64 steps are timed, drafted too little (docs/design.md)
+# scheduler's work for it): with none, a batch-16 step's fixed part was priced at 16 verified
+# tokens where this CPU's is 25, a drafted token looked a third dearer than it is, and short
+# batch-16 runs, which end before 64 steps are timed, drafted too little (docs/design.md)
 PRIOR_PER_ROW = 0.5
 PRIOR_KNEE = 4.0
 RIDGE = 1e-9

@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
-from tasc_vllm.kernels.candidates import FEATURES, MAX_CANDIDATES, NUM_FEATURES, PolicyParams, gather
+from synthetic_policy import SyntheticPolicy
+from tasc_vllm.kernels.candidates import FEATURES, PolicyParams
 from tasc_vllm.kernels.echoes import (ECHO_LENGTH, build_echoes, check_echoes, echo_entry, echo_key,
                                       empty_echoes)
 from tasc_vllm.kernels.input_reading import no_input_text
-from tasc_vllm.kernels.learned_drafting import request_matches
-from tasc_vllm.kernels.ngram_table import TOP_K, build_table
-from tasc_vllm.kernels.scorer import best_candidate
+from tasc_vllm.kernels.ngram_table import TOP_K
 from tasc_vllm.kernels.training_rows import echo_pairs
 
 NO_SPACE = np.zeros(0, np.uint8)
@@ -100,32 +99,21 @@ def test_echo_pairs_key_each_answer_position_by_the_prompt_after_its_match():
 def test_the_scorer_learns_what_the_prompt_says_after_the_match():
     """Which mark follows a key depends only on the type the prompt gives that key: no n-gram
     of the answer tells it, the echo table does, and the trained scorer drafts it."""
-    from tasc_vllm.index.policy import train_scorer
-
     rng = np.random.default_rng(1)
     examples = [schema_example(rng) for _ in range(120)]
-    corpus = np.concatenate([np.r_[a, -1] for _, a, _, _ in examples]).astype(np.int32)
-    params = PolicyParams(4, 1, 8, 0, 0.0, VOCAB)
-    text = no_input_text(VOCAB)
-    trees, weights, echo, info = train_scorer(corpus, [p for p, _, _, _ in examples], params, NO_SPACE, CLASSES,
-                                              text, 0)
-    assert info["echo_keys"] == 2  # a string key and a number key, however many keys
-    table = build_table(corpus, 4, classes=CLASSES)
-    params = params._replace(corpus_entries=int(table.keys.shape[0]))
-    cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
-    feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
-    entries = np.empty(4, dtype=np.int64)
+    policy = SyntheticPolicy([p for p, _, _, _ in examples], [a for _, a, _, _ in examples], VOCAB, CLASSES,
+                             no_input_text(VOCAB))
+    assert policy.info["echo_keys"] == 2  # a string key and a number key, however many keys
     share = FEATURES.index("share of the echo")
     right = {"echo": 0, "none": 0}
     for _ in range(40):
         prompt, answer, keys, types = schema_example(rng)
         ctx = np.concatenate([prompt, answer[:2]]).astype(np.int64)  # OPEN and the first key
-        m = request_matches(ctx, len(ctx), ctx[:0], 0, params, NO_SPACE, CLASSES, text, len(prompt))
+        m = policy.matches(ctx, len(prompt))
         want = QUOTE if types[0] == 0 else NUM_MARK
-        for name, table_of_echoes in (("echo", echo), ("none", empty_echoes())):
-            nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, table_of_echoes, params, CLASSES, m, entries, cand,
-                        feats)
-            (c,) = [c for c in range(nc) if cand[c] == want]
+        for name, table_of_echoes in (("echo", policy.echo), ("none", empty_echoes())):
+            cand, feats, best = policy.choose(ctx, m, table_of_echoes)
+            (c,) = [c for c in range(len(cand)) if cand[c] == want]
             assert feats[c, share] == (1.0 if name == "echo" else 0.0)
-            right[name] += cand[best_candidate(trees, weights, feats, nc)[0]] == want
+            right[name] += best == want
     assert right["echo"] == 40 and right["none"] < 30  # without the echo, a guess between two marks

@@ -3,15 +3,11 @@ holds (tasc_vllm.kernels.next_items)."""
 
 import numpy as np
 
-from tasc_vllm.kernels.candidates import FEATURES, MAX_CANDIDATES, NUM_FEATURES, PolicyParams, gather
+from synthetic_policy import SyntheticPolicy
+from tasc_vllm.kernels.candidates import FEATURES
 from tasc_vllm.kernels.echoes import empty_echoes
 from tasc_vllm.kernels.input_reading import no_input_text
-from tasc_vllm.kernels.learned_drafting import request_matches
 from tasc_vllm.kernels.next_items import ANCHOR, next_item
-from tasc_vllm.kernels.ngram_table import build_table
-from tasc_vllm.kernels.scorer import best_candidate
-
-NO_SPACE = np.zeros(0, np.uint8)
 # a prompt that lists keys, each as KEY COLON TYPE END, with SEMI between them; an answer that
 # writes them in that order, OPEN KEY MARK VALUE, then COMMA QUOTE before each next key
 ASK, OPEN, CLOSE, COLON, TYPE, END, SEMI, MARK, VALUE, COMMA, QUOTE = range(11)
@@ -69,8 +65,6 @@ def test_inside_a_key_it_goes_on_with_the_listed_one_not_the_written_one():
 def test_the_trained_scorer_drafts_the_next_listed_key():
     """Which key comes next depends only on the prompt's order: no n-gram of the answer tells
     it, the prompt's next item does, and the trained scorer drafts it."""
-    from tasc_vllm.index.policy import train_scorer
-
     rng = np.random.default_rng(3)
 
     def example():
@@ -78,28 +72,19 @@ def test_the_trained_scorer_drafts_the_next_listed_key():
         return listed(keys), written(keys), keys
 
     examples = [example() for _ in range(150)]
-    corpus = np.concatenate([np.r_[a, -1] for _, a, _ in examples]).astype(np.int32)
-    params = PolicyParams(4, 1, 8, 0, 0.0, VOCAB)
     text = no_input_text(VOCAB)._replace(header=np.array([ASK]))  # the prompt's last token: the answer's start
-    trees, weights, _, _ = train_scorer(corpus, [np.array(p, np.int32) for p, _, _ in examples], params, NO_SPACE,
-                                        CLASSES, text, 0)
-    table = build_table(corpus, 4, classes=CLASSES)
-    params = params._replace(corpus_entries=int(table.keys.shape[0]))
-    cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
-    feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
-    entries = np.empty(4, dtype=np.int64)
+    policy = SyntheticPolicy([p for p, _, _ in examples], [a for _, a, _ in examples], VOCAB, CLASSES, text)
     item = FEATURES.index("the prompt's next item")
     right = {"item": 0, "none": 0}
     for _ in range(40):
         prompt, answer, keys = example()
-        so_far = answer[:answer.index(keys[2][0])]  # the third key is next
-        ctx = np.array(prompt + so_far, dtype=np.int64)
-        m = request_matches(ctx, len(ctx), ctx[:0], 0, params, NO_SPACE, CLASSES, text, len(prompt))
+        want = keys[2][0]  # the third key is next
+        ctx = np.array(prompt + answer[:answer.index(want)], dtype=np.int64)
+        m = policy.matches(ctx, len(prompt))
         for name, matches in (("item", m), ("none", m._replace(iptr=-1, iagree=0, iinto=0))):
-            nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, empty_echoes(), params, CLASSES, matches, entries,
-                        cand, feats)
+            cand, feats, best = policy.choose(ctx, matches, empty_echoes())
             if name == "item":
-                (c,) = [c for c in range(nc) if cand[c] == keys[2][0]]
+                (c,) = [c for c in range(len(cand)) if cand[c] == want]
                 assert feats[c, item] == 1.0
-            right[name] += nc > 0 and cand[best_candidate(trees, weights, feats, nc)[0]] == keys[2][0]
+            right[name] += best == want
     assert right["item"] >= 38 and right["none"] < 15  # without it, one key of thirty at a guess

@@ -46,8 +46,6 @@ def _guess(ctx, n_ctx, draft, n_draft, start, into):
     """:func:`next_item` for an answer ``into`` tokens into the item it writes."""
     total = n_ctx + n_draft
     sep = total - into - SEPARATOR  # the current separator's first position
-    if sep - 1 < start:
-        return -1, 0
     # the separator's latest earlier occurrence in the answer, ending at j, with an item after it
     j = sep - 2
     lo = max(start + SEPARATOR - 1, total - LOOKBACK)

@@ -107,9 +107,7 @@ def _serve(drafter, prompt_ids, output_ids, cost, batch: int) -> dict:
         verified = 0
         for i, (req, n, _) in enumerate(rows):  # verify the drafts the last call made
             seq, draft = seqs[req], drafts[i]
-            a = 0
-            while a < len(draft) and n + a < seq.size and draft[a] == seq[n + a]:
-                a += 1
+            a = accepted_length(draft, seq, n)
             n_drafts += bool(draft)
             drafted += len(draft)
             accepted += a
@@ -153,6 +151,14 @@ def _serve(drafter, prompt_ids, output_ids, cost, batch: int) -> dict:
             drafts = drafter.propose(sampled, lengths, buf)
     return {"steps": steps, "drafts": n_drafts, "drafted": drafted, "accepted": accepted,
             "tokens": sum(map(len, output_ids)), "time": modelled}
+
+
+def accepted_length(draft, seq, n: int) -> int:
+    """How many of ``draft``'s tokens greedy verification accepts after ``seq[:n]``."""
+    a = 0
+    while a < len(draft) and n + a < len(seq) and draft[a] == seq[n + a]:
+        a += 1
+    return a
 
 
 def modelled_speedup(r: dict, overhead: float) -> float:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.harness.replay import accepted_length
+
 # vLLM 0.32's SpeculativeConfig defaults for the suffix method
 SUFFIX_MAX_TREE_DEPTH = 24
 SUFFIX_MAX_CACHED_REQUESTS = 10000
@@ -88,14 +90,6 @@ def drafts_of(drafter, sampled, lengths, token_ids, requests) -> list[list[int]]
     if hasattr(drafter, "propose_rows"):
         return drafter.propose_rows(sampled, lengths, token_ids, requests)
     return drafter.propose(sampled, lengths, token_ids)
-
-
-def accepted_length(draft, seq, n: int) -> int:
-    """How many of ``draft``'s tokens greedy verification accepts after ``seq[:n]``."""
-    a = 0
-    while a < len(draft) and n + a < len(seq) and draft[a] == seq[n + a]:
-        a += 1
-    return a
 
 
 class OracleCut:

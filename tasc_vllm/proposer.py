@@ -111,6 +111,7 @@ class TascProposer:
                 index, tokenizer, corpus, self.cfg, self.vocab_size)
             self.trees = scorer.trees
             self.echo = scorer.echo
+            self.copies = scorer.copies
             self.anchor = scorer.weights.copy()
             # online weights are saved for one feature set and one trained ensemble
             self._scorer_set = f"{FEATURE_SET}|trees:{trees_digest(scorer.trees)}"
@@ -143,10 +144,11 @@ class TascProposer:
         )
         if self.learned:
             info = self.scorer_info
-            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions, %s echo keys%s), %s",
-                        info.get("trees", 0),
+            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions, %s echo keys, %s copy keys%s), "
+                        "%s", info.get("trees", 0),
                         "cached" if info.get("cached") else f"trained in {info.get('seconds', 0):.1f} s",
                         f"{info.get('positions', 0):,}", f"{self.echo.keys.shape[0]:,}",
+                        f"{self.copies.keys.shape[0]:,}",
                         ", resumed from the learned state" if info.get("resumed") else "", self.timer.summary())
         self._error_logged = False
         self._stats_written = 0.0
@@ -173,8 +175,9 @@ class TascProposer:
             self.stats["scored_drafts"] += self._last_drafts.score(rows, lengths, new_tokens, token_ids,
                                                                    self.calibration)
         if self.learned and c.calibrate:
-            learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.echo, self.policy_params,
-                                         self.space, self.classes, self.text, self.trees, self.weights, self.anchor)
+            learned_drafting.learn_batch(rows, lengths, new_tokens, token_ids, t, self.echo, self.copies,
+                                         self.policy_params, self.space, self.classes, self.text, self.trees,
+                                         self.weights, self.anchor)
         elif c.calibrate:
             observe_batch(rows, lengths, new_tokens, token_ids, t, params, self.space, self.calibration)
         if self._used is not None:
@@ -273,9 +276,9 @@ class TascProposer:
         cost = self.timer.cost()
         params = self.policy_params._replace(min_confidence=max(self.policy_params.min_confidence,
                                                                 worth_drafting(cost, n)))
-        learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, self.echo, params, self.space,
-                                     self.classes, self.text, self.trees, self.weights, self.calibration, self._out,
-                                     self._out_len, self._out_conf)
+        learned_drafting.draft_batch(rows, lengths, token_ids, limits, self._view, self.echo, self.copies, params,
+                                     self.space, self.classes, self.text, self.trees, self.weights, self.calibration,
+                                     self._out, self._out_len, self._out_conf)
         learned_drafting.cut_batch(n, m, self._out_len, self._out_conf, self.calibration, cost)
 
     def _observe_new_tokens(self, gained, lengths, token_ids_cpu, params) -> None:

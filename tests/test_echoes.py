@@ -9,6 +9,7 @@ from tasc_vllm.kernels.echoes import (ECHO_LENGTH, build_echoes, check_echoes, e
                                       empty_echoes)
 from tasc_vllm.kernels.input_reading import no_input_text
 from tasc_vllm.kernels.ngram_table import TOP_K
+from tasc_vllm.kernels.prompt_copies import empty_copies
 from tasc_vllm.kernels.training_rows import echo_pairs
 
 NO_SPACE = np.zeros(0, np.uint8)
@@ -112,7 +113,7 @@ def test_the_scorer_learns_what_the_prompt_says_after_the_match():
         m = policy.matches(ctx, len(prompt))
         want = QUOTE if types[0] == 0 else NUM_MARK
         for name, table_of_echoes in (("echo", policy.echo), ("none", empty_echoes())):
-            cand, feats, best = policy.choose(ctx, m, table_of_echoes)
+            cand, feats, best = policy.choose(ctx, m, table_of_echoes, empty_copies())
             (c,) = [c for c in range(len(cand)) if cand[c] == want]
             assert feats[c, share] == (1.0 if name == "echo" else 0.0)
             right[name] += best == want

@@ -136,6 +136,22 @@ def test_a_scorer_whose_echo_table_cannot_be_read_is_refused(prompted_index, tok
         learned(prompted_index, tokenizer, learn_entries=0)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda a: a.pop("copy_weights"), "copy_weights"),  # a scorer saved without its copy table
+    (lambda a: a.update(copy_anchors=a["copy_anchors"][:, :2].copy()), "mismatched shapes"),
+])
+def test_a_scorer_whose_copy_table_cannot_be_read_is_refused(prompted_index, tokenizer, isolated_cache, damage,
+                                                            message):
+    learned(prompted_index, tokenizer, learn_entries=0)
+    (path,) = (isolated_cache / "ngram").glob("scorer-*.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    damage(arrays)
+    np.savez(path, **arrays)
+    with pytest.raises(TascError, match=f"scorer {path} is corrupt.*{message}"):
+        learned(prompted_index, tokenizer, learn_entries=0)
+
+
 def test_the_exported_trees_score_as_scikit_learn_does():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -477,7 +493,8 @@ def test_a_request_guess_is_marked_by_where_its_match_lies(prompted_index, token
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         entries = np.empty(p.policy_params.max_order, dtype=np.int64)
-        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.policy_params, p.classes, matches, entries, cand, feats)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.copies, p.policy_params, p.classes, matches, entries, cand,
+                    feats)
         (c,) = [c for c in range(nc) if cand[c] == token]
         return dict(zip(FEATURES, feats[c]))
 
@@ -526,7 +543,7 @@ def test_a_value_the_corpus_never_saw_gets_its_closing_quote_as_a_candidate(prom
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
         entries = np.empty(p.policy_params.max_order, dtype=np.int64)
-        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.policy_params, p.classes, m, entries, cand, feats)
+        nc = gather(ctx, n0, ctx[:0], 0, p._view, p.echo, p.copies, p.policy_params, p.classes, m, entries, cand, feats)
         return {tokenizer.decode([int(cand[c])]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
 
     got = features("Label the parts of this address: 4321 Zqxvorbl St Clayton",

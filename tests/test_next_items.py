@@ -6,6 +6,7 @@ import numpy as np
 from synthetic_policy import SyntheticPolicy
 from tasc_vllm.kernels.candidates import FEATURES
 from tasc_vllm.kernels.echoes import empty_echoes
+from tasc_vllm.kernels.prompt_copies import empty_copies
 from tasc_vllm.kernels.input_reading import no_input_text
 from tasc_vllm.kernels.next_items import ANCHOR, next_item
 # a prompt that lists keys, each as KEY COLON TYPE END, with SEMI between them; an answer that
@@ -82,7 +83,7 @@ def test_the_trained_scorer_drafts_the_next_listed_key():
         ctx = np.array(prompt + answer[:answer.index(want)], dtype=np.int64)
         m = policy.matches(ctx, len(prompt))
         for name, matches in (("item", m), ("none", m._replace(iptr=-1, iagree=0, iinto=0))):
-            cand, feats, best = policy.choose(ctx, matches, empty_echoes())
+            cand, feats, best = policy.choose(ctx, matches, empty_echoes(), empty_copies())
             if name == "item":
                 (c,) = [c for c in range(len(cand)) if cand[c] == want]
                 assert feats[c, item] == 1.0

@@ -171,6 +171,7 @@ def test_a_value_that_may_go_on_gets_its_closers_share_apart():
     feature of its own, set again where the request's match closes the value too."""
     from tasc_vllm.kernels.candidates import FEATURES, MAX_CANDIDATES, NUM_FEATURES, Matches, PolicyParams, gather
     from tasc_vllm.kernels.echoes import empty_echoes
+    from tasc_vllm.kernels.prompt_copies import empty_copies
 
     texts = [[8, 1, 11, 2, 10], [8, 3, 11, 4, 10], [8, 5, 11, 1, 11, 2, 10], [8, 2, 9]]
     table = build_table(corpus_array(texts), max_order=4, classes=RUN_CLASSES)
@@ -181,8 +182,8 @@ def test_a_value_that_may_go_on_gets_its_closers_share_apart():
         m = Matches(match_at, 1 if match_at >= 0 else 0, -1, 0, -1, 0, -1, -1, 0, 0, -1, 0, 0)
         cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
         feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
-        nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, empty_echoes(), params, RUN_CLASSES, m, np.empty(4, dtype=np.int64),
-                    cand, feats)
+        nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, empty_echoes(), empty_copies(), params, RUN_CLASSES, m,
+                    np.empty(4, dtype=np.int64), cand, feats)
         return {int(cand[c]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
 
     skip = "share of the context skipping the last value"

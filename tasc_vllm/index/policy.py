@@ -7,8 +7,9 @@ predicts itself), and each of their positions gives one training row per candida
 index holds the prompts, each answer is replayed after its prompt, so the request's own
 matches (an address copied from the prompt, a function name from its documentation) are
 learned as they occur in serving; an index of answers alone trains without them and says so
-in one log line.  The echo table (:mod:`tasc_vllm.kernels.echoes`) is learned in the same
-folds, from the same replay, and saved with the scorer.
+in one log line.  The echo table (:mod:`tasc_vllm.kernels.echoes`) and the copy table
+(:mod:`tasc_vllm.kernels.prompt_copies`) are learned in the same folds, from the same replay,
+and saved with the scorer.
 
 Training runs when an index is tokenized for a model (``tasc-vllm build-index --model``) or at
 the first engine start otherwise, and is cached beside the tokenized corpus, keyed by the
@@ -31,6 +32,8 @@ import numpy as np
 from tasc_vllm.errors import TascError
 from tasc_vllm.kernels.candidates import FEATURE_SET, FEATURES, NUM_FEATURES, PolicyParams
 from tasc_vllm.kernels.echoes import ECHO_LENGTH, EchoTable, build_echoes, check_echoes, empty_echoes
+from tasc_vllm.kernels.prompt_copies import (ANCHOR, MAX_OCCURRENCES, MIN_COUNT, ORDER, CopyTable, build_copies,
+                                             check_copies, empty_copies)
 from tasc_vllm.kernels.ngram_table import build_table
 from tasc_vllm.kernels.scorer import Trees, no_trees, raw_scores
 from tasc_vllm.paths import atomic_file, cache_dir
@@ -42,7 +45,8 @@ SCORER_VERSION = 3
 FOLDS = 4
 MAX_POSITIONS = 40_000  # answer positions replayed in all (a sample of the held-out answers)
 MAX_ROWS = 12 * MAX_POSITIONS
-MAX_ECHO_POSITIONS = 400_000  # answer positions the echo table learns from (the texts in order)
+MAX_ECHO_POSITIONS = 400_000  # answer positions the echo and copy tables learn from (the texts in order)
+MAX_COPY_PAIRS = 2_000_000  # the copy table's (context, anchor) examples, at most
 # The ensemble's size: on the three tasks' folds, 40 trees of depth 5 keep nearly all of 300
 # deep trees' gain over a logistic model, at about 150 nodes walked per candidate.
 TREES = 40
@@ -63,6 +67,7 @@ class Scorer:
     trees: Trees
     weights: np.ndarray  # float64[NUM_FEATURES]: the linear term (zero beside trained trees)
     echo: EchoTable  # what the answers wrote next where the request's match went on alike
+    copies: CopyTable  # where in the prompt the answers copied from next, after the same tokens
     info: dict  # how it was trained: positions, rows, folds, log loss, prompts or not, seconds
     path: Path | None = None
     from_cache: bool = False
@@ -193,10 +198,39 @@ def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
     return keys[:got], nexts[:got], owner[:got]
 
 
+def copy_examples_of(texts, prompts, classes, text, answer_offset: int):
+    """The copy table's examples from the texts' answer positions, in order, up to
+    :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.copy_pairs`): the
+    contexts and their text numbers, and the (context, anchor, weight) pairs and theirs."""
+    from tasc_vllm.kernels.training_rows import copy_pairs
+
+    packed, offsets, starts, used = _replayed(texts, prompts, range(len(texts)), answer_offset, MAX_ECHO_POSITIONS)
+    ctx_keys = np.zeros(min(used, MAX_ECHO_POSITIONS) * ORDER, dtype=np.uint64)
+    ctx_owner = np.zeros(ctx_keys.size, dtype=np.int64)
+    pairs = min(ctx_keys.size * MAX_OCCURRENCES, MAX_COPY_PAIRS)
+    pair_keys = np.zeros(pairs, dtype=np.uint64)
+    pair_anchors = np.zeros((pairs, ANCHOR), dtype=np.int64)
+    pair_weights = np.zeros(pairs, dtype=np.float64)
+    pair_owner = np.zeros(pairs, dtype=np.int64)
+    n_keys, n_pairs = copy_pairs(packed, offsets, starts, classes, text, ctx_keys, ctx_owner, pair_keys,
+                                 pair_anchors, pair_weights, pair_owner)
+    return (ctx_keys[:n_keys], ctx_owner[:n_keys], pair_keys[:n_pairs], pair_anchors[:n_pairs],
+            pair_weights[:n_pairs], pair_owner[:n_pairs])
+
+
+def _copies_without(examples, fold_of, f: int | None) -> CopyTable:
+    """The copy table of the examples of :func:`copy_examples_of` outside fold ``f`` (None: all)."""
+    ctx_keys, ctx_owner, pair_keys, pair_anchors, pair_weights, pair_owner = examples
+    if f is None:
+        return build_copies(ctx_keys, pair_keys, pair_anchors, pair_weights)
+    keep, keep_pairs = fold_of[ctx_owner] != f, fold_of[pair_owner] != f
+    return build_copies(ctx_keys[keep], pair_keys[keep_pairs], pair_anchors[keep_pairs], pair_weights[keep_pairs])
+
+
 def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: PolicyParams, space: np.ndarray,
                  classes: np.ndarray, text, answer_offset: int, min_count: int = 1, seed: int = 0,
-                 progress: bool = False) -> tuple[Trees, np.ndarray, EchoTable, dict]:
-    """The scorer (trees, linear weights, echo table) trained on the corpus ``tokens`` replayed
+                 progress: bool = False) -> tuple[Trees, np.ndarray, EchoTable, CopyTable, dict]:
+    """The scorer (trees, linear weights, echo table, copy table) trained on the corpus ``tokens`` replayed
     in folds, and how.  ``answer_offset``: tokens of the answer frame before each text's first
     answer token.  The figures reported (log loss, how often the best-scored candidate is
     right) are those of an ensemble fitted without the last fold, on that fold."""
@@ -206,13 +240,14 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
     texts = split_texts(tokens)
     n = len(texts)
     if n < 2:
-        return no_trees(), PRIOR.copy(), empty_echoes(), {
+        return no_trees(), PRIOR.copy(), empty_echoes(), empty_copies(), {
             "positions": 0, "rows": 0, "folds": 0, "prompts": prompts is not None,
             "note": "fewer than two texts: the prior weights", "seconds": 0.0}
     folds = min(FOLDS, n)
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(n) % folds
     echo_keys, echo_next, echo_text = echo_pairs_of(texts, prompts, params, space, classes, text, answer_offset)
+    copy_data = copy_examples_of(texts, prompts, classes, text, answer_offset)
     X = np.empty((MAX_ROWS, NUM_FEATURES), dtype=np.float64)
     y = np.empty(MAX_ROWS, dtype=np.float64)
     group = np.empty(MAX_ROWS, dtype=np.int64)
@@ -232,10 +267,11 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
                             classes=classes)
         others = fold_of[echo_text] != f
         echo = build_echoes(echo_keys[others], echo_next[others])
+        copies = _copies_without(copy_data, fold_of, f)
         fold_params = params._replace(corpus_entries=int(table.keys.shape[0]))
         budget = (MAX_POSITIONS - positions) // (folds - f)
         packed, offsets, starts, _ = _replayed(texts, prompts, rng.permutation(held), answer_offset, budget)
-        got, pos = training_rows(packed, offsets, starts, table.view, echo, fold_params, space, classes, text,
+        got, pos = training_rows(packed, offsets, starts, table.view, echo, copies, fold_params, space, classes, text,
                                  X[rows:], y[rows:], group[rows:], positions)
         rows += int(got)
         positions += int(pos)
@@ -245,13 +281,14 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
         bar.close()
     X, y, group = X[:rows], y[:rows], group[:rows]
     echo = build_echoes(echo_keys, echo_next)
+    copies = _copies_without(copy_data, fold_of, None)
     if rows == 0 or y.min() == y.max():
-        return no_trees(), PRIOR.copy(), echo, {
+        return no_trees(), PRIOR.copy(), echo, copies, {
             "positions": positions, "rows": rows, "folds": folds, "prompts": prompts is not None,
             "note": "no usable examples: the prior weights", "seconds": time.perf_counter() - t0}
     weights = np.zeros(NUM_FEATURES)
     info = {"positions": positions, "rows": rows, "folds": folds, "prompts": prompts is not None,
-            "echo_keys": int(echo.keys.shape[0])}
+            "echo_keys": int(echo.keys.shape[0]), "copy_keys": int(copies.keys.shape[0])}
     fit, held = slice(0, last_fold), slice(last_fold, rows)
     if 0 < last_fold < rows and y[fit].min() < y[fit].max():
         z = scores(fit_trees(X[fit], y[fit]), weights, X[held])
@@ -259,7 +296,7 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
     trees = fit_trees(X, y)
     info["trees"] = int(trees.roots.shape[0])
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    return trees, weights, echo, info
+    return trees, weights, echo, copies, info
 
 
 def _top_hit_rate(z: np.ndarray, y: np.ndarray, group: np.ndarray) -> float:
@@ -292,19 +329,22 @@ def read_scorer(path: Path, identity: dict) -> Scorer | None:
             check_trees(trees)
             echo = EchoTable(*(np.array(z[f"echo_{name}"], dtype=dtype) for name, dtype in _ECHO_ARRAYS))
             check_echoes(echo)
+            copies = CopyTable(*(np.array(z[f"copy_{name}"], dtype=dtype) for name, dtype in _COPY_ARRAYS))
+            check_copies(copies)
             if weights.shape != (NUM_FEATURES,) or not np.all(np.isfinite(weights)):
                 raise ValueError("its linear weights are not one finite number per feature")
     except (zipfile.BadZipFile, ValueError, TypeError, OSError, EOFError, KeyError, json.JSONDecodeError,
             UnicodeDecodeError) as e:
         raise TascError(f"the drafting policy's scorer {path} is corrupt ({e}); delete it and it is trained again "
                         "at the next start") from e
-    return Scorer(trees, weights, echo, meta.get("info", {}), path, True)
+    return Scorer(trees, weights, echo, copies, meta.get("info", {}), path, True)
 
 
 _TREE_ARRAYS = (("feature", np.int64), ("threshold", np.float64), ("left", np.int64), ("right", np.int64),
                 ("value", np.float64), ("roots", np.int64))
 _ECHO_ARRAYS = (("keys", np.uint64), ("first", np.int64), ("tokens", np.int64), ("counts", np.int64),
                 ("totals", np.int64))
+_COPY_ARRAYS = (("keys", np.uint64), ("anchors", np.int64), ("weights", np.float64), ("totals", np.int64))
 
 
 def trees_digest(trees: Trees) -> str:
@@ -352,7 +392,9 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
     """The scorer for this index and tokenizer: from the cache, or trained and cached."""
     identity = dict(identity, prompts_sha256=index.prompts_hash, feature_set=FEATURE_SET, version=SCORER_VERSION,
                     ensemble=f"{TREES} trees, depth {TREE_DEPTH}, rate {TREE_RATE}",
-                    echoes=f"{ECHO_LENGTH} tokens, from {MAX_ECHO_POSITIONS} positions")
+                    echoes=f"{ECHO_LENGTH} tokens, from {MAX_ECHO_POSITIONS} positions",
+                    copies=f"contexts of 1 to {ORDER}, anchors of {ANCHOR}, at most {MAX_OCCURRENCES} occurrences, "
+                           f"at least {MIN_COUNT} times, {MAX_COPY_PAIRS} examples")
     try:
         path = _scorer_path(identity)
     except TascError as e:
@@ -371,16 +413,17 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
         prompts = None
     else:
         prompts = prompt_token_ids(tokenizer, texts)
-    trees, weights, echo, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
+    trees, weights, echo, copies, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
                                               min_count=identity.get("min_count", 1), progress=progress)
-    scorer = Scorer(trees, weights, echo, info, path, False)
+    scorer = Scorer(trees, weights, echo, copies, info, path, False)
     if path is not None:
         meta = np.frombuffer(json.dumps({"identity": identity, "info": info}).encode(), dtype=np.uint8)
         try:
             with atomic_file(path) as f:
                 np.savez(f, meta=meta, weights=weights, tree_base=np.float64(trees.base),
                          **{f"tree_{name}": getattr(trees, name) for name, _ in _TREE_ARRAYS},
-                         **{f"echo_{name}": getattr(echo, name) for name, _ in _ECHO_ARRAYS})
+                         **{f"echo_{name}": getattr(echo, name) for name, _ in _ECHO_ARRAYS},
+                         **{f"copy_{name}": getattr(copies, name) for name, _ in _COPY_ARRAYS})
         except OSError as e:
             logger.warning("TASC: could not cache the drafting policy at %s (%s)", path, e)
     return scorer

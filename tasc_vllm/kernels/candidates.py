@@ -19,7 +19,10 @@ At the end of a sequence (the request's context plus the draft so far) the candi
   this one's does (:mod:`tasc_vllm.kernels.echoes`): ``": "`` after a parameter's name whose
   schema says ``"type": "string"``;
 - the prompt's next item where the answer walks through a list its prompt holds
-  (:mod:`tasc_vllm.kernels.next_items`): the parameter after the one the answer wrote last.
+  (:mod:`tasc_vllm.kernels.next_items`): the parameter after the one the answer wrote last;
+- the prompt's token where the corpus's answers copied from after the same answer tokens
+  (:mod:`tasc_vllm.kernels.prompt_copies`): a call's first parameter, after the schema's
+  ``"properties": {"``.
 
 Each distinct candidate token gets one row of :data:`NUM_FEATURES` numbers (which sources
 propose it and how strongly, the contexts' order and size, the token's class); the scorer
@@ -40,10 +43,12 @@ from tasc_vllm.kernels.echoes import echo_entry, echo_key
 from tasc_vllm.kernels.lookups import DIGIT, PUNCT, SPACE, WORD, corpus_entries, run_skipping_entry
 from tasc_vllm.kernels.next_items import INTO, MAX_AGREEMENT
 from tasc_vllm.kernels.ngram_table import MAX_RUN, TOP_K
+from tasc_vllm.kernels.prompt_copies import ORDER as COPY_ORDER
+from tasc_vllm.kernels.prompt_copies import copy_guess
 from tasc_vllm.kernels.token_classes import JOIN, MIXED, is_content, is_joiner
 
 LEVELS = 3  # corpus contexts used: the longest known and the next shorter ones
-MAX_CANDIDATES = (LEVELS + 2) * TOP_K + 5
+MAX_CANDIDATES = (LEVELS + 2) * TOP_K + 6
 
 FEATURES = (
     "bias",
@@ -96,6 +101,10 @@ FEATURES = (
     "the prompt's next item",
     "the prompt's next item, leading tokens that agree",  # / MAX_AGREEMENT
     "the prompt's next item, tokens into it",  # / (INTO + 1), 1 / (INTO + 1) for its first token
+    # the token after the prompt's anchor that the answers copied from after the same tokens
+    "share of the prompt copy",  # of the answers' context
+    "the prompt copy's context length",  # / COPY_ORDER
+    "the prompt copy's context size",  # log1p(count) / 8
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -180,11 +189,12 @@ def _closing_total(e, nexts, counts, totals, classes):
 
 
 @njit(cache=True)
-def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, entries, cand, feats):
+def gather(ctx, n_ctx, draft, n_draft, table, echo, copies, params, classes, matches, entries, cand, feats):
     """The distinct candidate tokens after the sequence ``ctx[:n_ctx] + draft[:n_draft]`` into
     ``cand`` and their feature rows into ``feats``; returns how many (at most
     :data:`MAX_CANDIDATES`).  ``echo``: the echo table
-    (:class:`tasc_vllm.kernels.echoes.EchoTable`); ``matches``: the request's guesses
+    (:class:`tasc_vllm.kernels.echoes.EchoTable`); ``copies``: the copy table
+    (:class:`tasc_vllm.kernels.prompt_copies.CopyTable`); ``matches``: the request's guesses
     (:class:`Matches`); ``classes``: one class per token id (may be empty); ``entries``:
     scratch room for ``max_order`` table entries."""
     slots, keys, nexts, counts, totals = table
@@ -199,6 +209,10 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
     i_tok = ctx[matches.iptr] if 0 <= matches.iptr < n_ctx else -1
     i_agree = matches.iagree / MAX_AGREEMENT
     i_into = (matches.iinto + 1) / (INTO + 1)
+    c_ptr, c_share, c_len, c_count = copy_guess(ctx, n_ctx, draft, n_draft, matches.start, copies)
+    c_tok = ctx[c_ptr] if 0 <= c_ptr < n_ctx else -1
+    c_len_f = c_len / COPY_ORDER
+    c_size = np.log1p(c_count) / 8.0
     closing = _closing_total(ec, nexts, counts, totals, classes)
     match_closes = 1.0 if _closes(classes, x_tok) or _closes(classes, s_tok) else 0.0
     nc = 0
@@ -209,7 +223,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
             if nexts[e, s] < 0:
                 break
             nc = _add_unique(cand, nc, nexts[e, s])
-    for t in (x_tok, s_tok, a_tok, matches.rtok, i_tok):
+    for t in (x_tok, s_tok, a_tok, matches.rtok, i_tok, c_tok):
         nc = _add_unique(cand, nc, t)
     ee = echo_entry(echo, echo_key(ctx, n_ctx, matches.ptr))
     e_first = echo.first[ee] if ee >= 0 else 0
@@ -297,4 +311,8 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, params, classes, matches, en
         f[39] = it
         f[40] = it * i_agree
         f[41] = it * i_into
+        ct = 1.0 if t == c_tok else 0.0
+        f[42] = ct * c_share
+        f[43] = ct * c_len_f
+        f[44] = ct * c_size
     return nc

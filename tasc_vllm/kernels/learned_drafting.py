@@ -76,8 +76,8 @@ def _advance(ctx, n_ctx, out, n_draft, tok, m, params, space, classes, text):
 
 
 @njit(cache=True)
-def draft_one(ctx, n_ctx, k, table, echo, params, space, classes, text, trees, weights, cal, out, out_conf, cand, feats,
-              entries):
+def draft_one(ctx, n_ctx, k, table, echo, copies, params, space, classes, text, trees, weights, cal, out, out_conf,
+              cand, feats, entries):
     """Draft up to ``k`` tokens after ``ctx[:n_ctx]`` into ``out``, with the draft's calibrated
     chance of full acceptance after each token in ``out_conf`` (never rising); returns how
     many.  ``cand``, ``feats``, ``entries``: scratch room."""
@@ -86,7 +86,7 @@ def draft_one(ctx, n_ctx, k, table, echo, params, space, classes, text, trees, w
     last_q = 1.0
     m = request_matches(ctx, n_ctx, out, 0, params, space, classes, text, answer_start(ctx, n_ctx, text.header))
     while n_draft < k:
-        nc = gather(ctx, n_ctx, out, n_draft, table, echo, params, classes, m, entries, cand, feats)
+        nc = gather(ctx, n_ctx, out, n_draft, table, echo, copies, params, classes, m, entries, cand, feats)
         if nc == 0:
             break
         c, p = best_candidate(trees, weights, feats, nc)
@@ -106,8 +106,8 @@ def draft_one(ctx, n_ctx, k, table, echo, params, space, classes, text, trees, w
 
 
 @njit(cache=True)
-def draft_batch(rows, lengths, token_ids, limits, table, echo, params, space, classes, text, trees, weights, cal, out,
-                out_len, out_conf):
+def draft_batch(rows, lengths, token_ids, limits, table, echo, copies, params, space, classes, text, trees, weights,
+                cal, out, out_len, out_conf):
     """Draft for each row index in ``rows`` (context ``token_ids[r, :lengths[r]]``, at most
     ``limits[i]`` tokens) into ``out[i]``/``out_len[i]``/``out_conf[i]``."""
     cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
@@ -115,8 +115,8 @@ def draft_batch(rows, lengths, token_ids, limits, table, echo, params, space, cl
     entries = np.empty(max(params.max_order, 1), dtype=np.int64)
     for i in range(rows.shape[0]):
         r = rows[i]
-        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, echo, params, space, classes, text, trees,
-                               weights, cal, out[i], out_conf[i], cand, feats, entries)
+        out_len[i] = draft_one(token_ids[r], lengths[r], limits[i], table, echo, copies, params, space, classes, text,
+                               trees, weights, cal, out[i], out_conf[i], cand, feats, entries)
 
 
 @njit(cache=True)
@@ -164,7 +164,8 @@ def cut_batch(n_rows, m, out_len, out_conf, cal, cost):
 
 
 @njit(cache=True)
-def learn_batch(rows, lengths, new_tokens, token_ids, table, echo, params, space, classes, text, trees, weights, anchor):
+def learn_batch(rows, lengths, new_tokens, token_ids, table, echo, copies, params, space, classes, text, trees, weights,
+                anchor):
     """Update the scorer on each row's last ``new_tokens[i]`` tokens: the candidates as they
     stood before each token, labelled by whether they were it.  Returns the positions used."""
     cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
@@ -184,7 +185,7 @@ def learn_batch(rows, lengths, new_tokens, token_ids, table, echo, params, space
             if tok < 0:
                 continue
             m = request_matches(row, p, row, 0, params, space, classes, text, start)
-            nc = gather(row, p, row, 0, table, echo, params, classes, m, entries, cand, feats)
+            nc = gather(row, p, row, 0, table, echo, copies, params, classes, m, entries, cand, feats)
             if nc:
                 learn_step(trees, weights, anchor, feats, cand, nc, tok)
                 used += 1

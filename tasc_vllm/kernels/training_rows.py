@@ -9,6 +9,7 @@ from tasc_vllm.kernels.echoes import echo_key
 from tasc_vllm.kernels.candidates import MAX_CANDIDATES, NUM_FEATURES, gather
 from tasc_vllm.kernels.input_reading import answer_start, answer_start_after
 from tasc_vllm.kernels.learned_drafting import request_matches
+from tasc_vllm.kernels.prompt_copies import ORDER, copy_examples
 
 
 @njit(cache=True)
@@ -36,9 +37,10 @@ def answer_positions(seqs, offsets, starts, header):
 
 
 @njit(cache=True)
-def training_rows(seqs, offsets, starts, table, echo, params, space, classes, text, X, y, group, first_group):
-    """For each sequence of :func:`answer_positions`, with the n-gram ``table`` and the
-    ``echo`` table built without it, the feature row of every candidate at every answer
+def training_rows(seqs, offsets, starts, table, echo, copies, params, space, classes, text, X, y, group,
+                  first_group):
+    """For each sequence of :func:`answer_positions`, with the n-gram ``table``, the ``echo``
+    table and the ``copies`` table built without it, the feature row of every candidate at every answer
     position into ``X`` and whether it was the next token into ``y``, until ``X`` is full;
     each row's position, numbered from ``first_group``, into ``group``.  Returns (rows
     written, positions used)."""
@@ -52,7 +54,7 @@ def training_rows(seqs, offsets, starts, table, echo, params, space, classes, te
         s, p, start = at[positions, 0], at[positions, 1], at[positions, 2]
         seq = seqs[offsets[s]:offsets[s + 1]]
         m = request_matches(seq, p, seq, 0, params, space, classes, text, start)
-        nc = gather(seq, p, seq, 0, table, echo, params, classes, m, entries, cand, feats)
+        nc = gather(seq, p, seq, 0, table, echo, copies, params, classes, m, entries, cand, feats)
         if n + nc > cap:
             return n, positions
         for c in range(nc):
@@ -79,3 +81,24 @@ def echo_pairs(seqs, offsets, starts, params, space, classes, text, keys, tokens
         tokens[j] = seq[p]
         owner[j] = s
     return n
+
+
+@njit(cache=True)
+def copy_pairs(seqs, offsets, starts, classes, text, ctx_keys, ctx_owner, pair_keys, pair_anchors, pair_weights,
+               pair_owner):
+    """For each sequence of :func:`answer_positions`, the copy table's examples
+    (:func:`tasc_vllm.kernels.prompt_copies.copy_examples`) and the sequence's number of each,
+    until the context arrays are full.  Returns (contexts, pairs) written."""
+    at = answer_positions(seqs, offsets, starts, text.header)
+    n_keys = n_pairs = 0
+    for j in range(at.shape[0]):
+        s, p, start = at[j, 0], at[j, 1], at[j, 2]
+        seq = seqs[offsets[s]:offsets[s + 1]]
+        if n_keys + ORDER > ctx_keys.shape[0]:
+            break
+        k, n = copy_examples(seq, p, start, classes, ctx_keys, n_keys, pair_keys, pair_anchors, pair_weights,
+                             n_pairs)
+        ctx_owner[n_keys:k] = s
+        pair_owner[n_pairs:n] = s
+        n_keys, n_pairs = k, n
+    return n_keys, n_pairs

@@ -144,8 +144,8 @@ class TascProposer:
         )
         if self.learned:
             info = self.scorer_info
-            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions, %s echo keys, %s copy keys%s), "
-                        "%s", info.get("trees", 0),
+            logger.info("TASC drafting policy: learned scorer (%d trees, %s; %s positions, %s echo keys, "
+                        "%s copy keys%s), %s", info.get("trees", 0),
                         "cached" if info.get("cached") else f"trained in {info.get('seconds', 0):.1f} s",
                         f"{info.get('positions', 0):,}", f"{self.echo.keys.shape[0]:,}",
                         f"{self.copies.keys.shape[0]:,}",

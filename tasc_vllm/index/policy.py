@@ -230,10 +230,10 @@ def _copies_without(examples, fold_of, f: int | None) -> CopyTable:
 def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: PolicyParams, space: np.ndarray,
                  classes: np.ndarray, text, answer_offset: int, min_count: int = 1, seed: int = 0,
                  progress: bool = False) -> tuple[Trees, np.ndarray, EchoTable, CopyTable, dict]:
-    """The scorer (trees, linear weights, echo table, copy table) trained on the corpus ``tokens`` replayed
-    in folds, and how.  ``answer_offset``: tokens of the answer frame before each text's first
-    answer token.  The figures reported (log loss, how often the best-scored candidate is
-    right) are those of an ensemble fitted without the last fold, on that fold."""
+    """The scorer (trees, linear weights, echo table, copy table) trained on the corpus
+    ``tokens`` replayed in folds, and how.  ``answer_offset``: tokens of the answer frame before
+    each text's first answer token.  The figures reported (log loss, how often the best-scored
+    candidate is right) are those of an ensemble fitted without the last fold, on that fold."""
     from tasc_vllm.kernels.training_rows import training_rows
 
     t0 = time.perf_counter()
@@ -414,7 +414,7 @@ def load_or_train_scorer(index, tokenizer, tokens: np.ndarray, params: PolicyPar
     else:
         prompts = prompt_token_ids(tokenizer, texts)
     trees, weights, echo, copies, info = train_scorer(tokens, prompts, params, space, classes, text, answer_offset,
-                                              min_count=identity.get("min_count", 1), progress=progress)
+                                                      min_count=identity.get("min_count", 1), progress=progress)
     scorer = Scorer(trees, weights, echo, copies, info, path, False)
     if path is not None:
         meta = np.frombuffer(json.dumps({"identity": identity, "info": info}).encode(), dtype=np.uint8)

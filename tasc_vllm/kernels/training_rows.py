@@ -40,10 +40,10 @@ def answer_positions(seqs, offsets, starts, header):
 def training_rows(seqs, offsets, starts, table, echo, copies, params, space, classes, text, X, y, group,
                   first_group):
     """For each sequence of :func:`answer_positions`, with the n-gram ``table``, the ``echo``
-    table and the ``copies`` table built without it, the feature row of every candidate at every answer
-    position into ``X`` and whether it was the next token into ``y``, until ``X`` is full;
-    each row's position, numbered from ``first_group``, into ``group``.  Returns (rows
-    written, positions used)."""
+    table and the ``copies`` table built without it, the feature row of every candidate at
+    every answer position into ``X`` and whether it was the next token into ``y``, until ``X``
+    is full; each row's position, numbered from ``first_group``, into ``group``.  Returns
+    (rows written, positions used)."""
     cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
     feats = np.empty((MAX_CANDIDATES, NUM_FEATURES), dtype=np.float64)
     entries = np.empty(max(params.max_order, 1), dtype=np.int64)

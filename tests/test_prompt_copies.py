@@ -8,8 +8,8 @@ from synthetic_policy import SyntheticPolicy
 from tasc_vllm.kernels.candidates import FEATURES
 from tasc_vllm.kernels.echoes import empty_echoes
 from tasc_vllm.kernels.input_reading import no_input_text
-from tasc_vllm.kernels.prompt_copies import (ANCHOR, MAX_OCCURRENCES, MIN_COUNT, ORDER, CopyTable, build_copies,
-                                             check_copies, context_key, copy_examples, copy_guess, empty_copies)
+from tasc_vllm.kernels.prompt_copies import (ANCHOR, MAX_OCCURRENCES, MIN_COUNT, ORDER, build_copies, check_copies,
+                                             context_key, copy_examples, copy_guess, empty_copies)
 
 # a prompt that describes a call, then lists its keys after PROPS COLON OPEN; an answer that
 # opens with CALL and writes the keys in the listed order, each with its value

@@ -184,13 +184,13 @@ def _replayed(texts, prompts, order, answer_offset: int, budget: int):
     return packed, offsets, np.asarray(starts, dtype=np.int64), used
 
 
-def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
-                  answer_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The echo keys, next tokens and text numbers of the texts' answer positions, in order,
-    up to :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.echo_pairs`)."""
+def echo_pairs_of(replayed, params: PolicyParams, space, classes, text) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The echo keys, next tokens and text numbers of the answer positions of ``replayed``
+    (:func:`_replayed`), in order, up to :data:`MAX_ECHO_POSITIONS`
+    (:func:`tasc_vllm.kernels.training_rows.echo_pairs`)."""
     from tasc_vllm.kernels.training_rows import echo_pairs
 
-    packed, offsets, starts, used = _replayed(texts, prompts, range(len(texts)), answer_offset, MAX_ECHO_POSITIONS)
+    packed, offsets, starts, used = replayed
     keys = np.zeros(min(used, MAX_ECHO_POSITIONS), dtype=np.uint64)
     nexts = np.zeros(keys.size, dtype=np.int64)
     owner = np.zeros(keys.size, dtype=np.int64)
@@ -198,13 +198,13 @@ def echo_pairs_of(texts, prompts, params: PolicyParams, space, classes, text,
     return keys[:got], nexts[:got], owner[:got]
 
 
-def copy_examples_of(texts, prompts, classes, text, answer_offset: int):
-    """The copy table's examples from the texts' answer positions, in order, up to
-    :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.copy_pairs`): the
-    contexts and their text numbers, and the (context, anchor, weight) pairs and theirs."""
+def copy_examples_of(replayed, classes, text):
+    """The copy table's examples from the answer positions of ``replayed`` (:func:`_replayed`),
+    in order, up to :data:`MAX_ECHO_POSITIONS` (:func:`tasc_vllm.kernels.training_rows.copy_pairs`):
+    the contexts and their text numbers, and the (context, anchor, weight) pairs and theirs."""
     from tasc_vllm.kernels.training_rows import copy_pairs
 
-    packed, offsets, starts, used = _replayed(texts, prompts, range(len(texts)), answer_offset, MAX_ECHO_POSITIONS)
+    packed, offsets, starts, used = replayed
     ctx_keys = np.zeros(min(used, MAX_ECHO_POSITIONS) * ORDER, dtype=np.uint64)
     ctx_owner = np.zeros(ctx_keys.size, dtype=np.int64)
     pairs = min(ctx_keys.size * MAX_OCCURRENCES, MAX_COPY_PAIRS)
@@ -246,8 +246,10 @@ def train_scorer(tokens: np.ndarray, prompts: list[np.ndarray] | None, params: P
     folds = min(FOLDS, n)
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(n) % folds
-    echo_keys, echo_next, echo_text = echo_pairs_of(texts, prompts, params, space, classes, text, answer_offset)
-    copy_data = copy_examples_of(texts, prompts, classes, text, answer_offset)
+    in_order = _replayed(texts, prompts, range(n), answer_offset, MAX_ECHO_POSITIONS)
+    echo_keys, echo_next, echo_text = echo_pairs_of(in_order, params, space, classes, text)
+    copy_data = copy_examples_of(in_order, classes, text)
+    del in_order
     X = np.empty((MAX_ROWS, NUM_FEATURES), dtype=np.float64)
     y = np.empty(MAX_ROWS, dtype=np.float64)
     group = np.empty(MAX_ROWS, dtype=np.int64)

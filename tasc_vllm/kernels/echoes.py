@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.ngram_table import TOP_K, finalize, mix
+from tasc_vllm.kernels.ngram_table import TOP_K, finalize, mix, sorted_key_index
 
 ECHO_LENGTH = 6  # tokens from the request's guess on that make a key
 _ECHO_SEED = np.uint64(0xD6E8FEB86659FD93)
@@ -57,13 +57,9 @@ def echo_key(ctx, n_ctx, ptr):
 @njit(cache=True)
 def echo_entry(echo, key):
     """The index of ``key`` in the table, -1 when it is absent (or 0, no key)."""
-    keys = echo.keys
-    if key == 0 or keys.shape[0] == 0:
+    if key == 0:
         return -1
-    i = np.searchsorted(keys, key)
-    if i < keys.shape[0] and keys[i] == key:
-        return i
-    return -1
+    return sorted_key_index(echo.keys, key)
 
 
 def build_echoes(keys: np.ndarray, tokens: np.ndarray) -> EchoTable:

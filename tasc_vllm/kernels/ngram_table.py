@@ -42,6 +42,15 @@ MAX_RUN = 16  # longer runs are not skipped
 MAX_TAIL = 4  # tokens after a run that a skipping context may end with
 
 
+@njit(cache=True)
+def sorted_key_index(keys, key):
+    """The index of ``key`` in the ascending array ``keys``, -1 when it is absent."""
+    i = np.searchsorted(keys, key)
+    if i < keys.shape[0] and keys[i] == key:
+        return i
+    return -1
+
+
 @njit(cache=True, inline="always")
 def mix(h, token):
     """Extend a context hash by one (older) token."""

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from tasc_vllm.kernels.lookups import token_at
-from tasc_vllm.kernels.ngram_table import finalize, mix
+from tasc_vllm.kernels.ngram_table import finalize, mix, sorted_key_index
 from tasc_vllm.kernels.token_classes import is_content
 
 ORDER = 3  # the answer's last tokens a context holds, at most
@@ -61,14 +61,6 @@ def context_key(ctx, n_ctx, draft, end, length):
 
 
 @njit(cache=True)
-def _entry(keys, key):
-    i = np.searchsorted(keys, key)
-    if i < keys.shape[0] and keys[i] == key:
-        return i
-    return -1
-
-
-@njit(cache=True)
 def copy_guess(ctx, n_ctx, draft, n_draft, start, copies):
     """The copy table's guess at the end of the sequence ``ctx[:n_ctx] + draft[:n_draft]``,
     whose answer begins at ``start`` (-1: unknown, so no guess): (position in ``ctx`` of the
@@ -78,7 +70,7 @@ def copy_guess(ctx, n_ctx, draft, n_draft, start, copies):
         return -1, 0.0, 0, 0
     end = n_ctx + n_draft
     for length in range(min(ORDER, end - start), 0, -1):
-        e = _entry(copies.keys, context_key(ctx, n_ctx, draft, end, length))
+        e = sorted_key_index(copies.keys, context_key(ctx, n_ctx, draft, end, length))
         if e < 0:
             continue
         anchor = copies.anchors[e]

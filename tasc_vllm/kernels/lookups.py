@@ -20,6 +20,22 @@ def token_at(ctx, n_ctx, draft, i):
 
 
 @njit(cache=True)
+def first_occurrence(ctx, needle, lo, hi):
+    """The first position ``q`` in ``lo..hi - len(needle)`` where ``ctx[q:q + len(needle)]``
+    holds ``needle``, or -1."""
+    length = needle.shape[0]
+    for q in range(lo, hi - length + 1):
+        same = True
+        for i in range(length):
+            if ctx[q + i] != needle[i]:
+                same = False
+                break
+        if same:
+            return q
+    return -1
+
+
+@njit(cache=True)
 def corpus_entries(ctx, n_ctx, draft, n_draft, slots, keys, max_order, entries):
     """The table entries of the contexts of order 1, 2, ... ending the sequence, up to the
     first one the table does not know (into ``entries[0..]`` when it has room; it may be

@@ -14,9 +14,10 @@ earlier one, and the corpus does not know the request's list.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.lookups import token_at
+from tasc_vllm.kernels.lookups import first_occurrence, token_at
 
 SEPARATOR = 2  # tokens that must repeat, in the answer, before the next item
 ANCHOR = 2  # tokens that must lead into an item in the prompt as into the last one
@@ -24,21 +25,6 @@ MAX_ITEM = 3  # the last item's first tokens looked up in the prompt (longest fi
 MAX_AGREEMENT = 4  # how far back the leading tokens are compared, for the guess's strength
 INTO = 1  # positions into the item that the guess goes on for (0: its first token only)
 LOOKBACK = 256  # answer tokens searched back for the separator
-
-
-@njit(cache=True)
-def _first_in_prompt(ctx, n_ctx, draft, item, length, lo, hi):
-    """The first position ``q`` in ``lo..hi - length`` where ``ctx[q:q + length]`` holds the
-    sequence's tokens ``item..item + length - 1``, or -1."""
-    for q in range(lo, hi - length + 1):
-        same = True
-        for i in range(length):
-            if ctx[q + i] != token_at(ctx, n_ctx, draft, item + i):
-                same = False
-                break
-        if same:
-            return q
-    return -1
 
 
 @njit(cache=True)
@@ -61,10 +47,13 @@ def _guess(ctx, n_ctx, draft, n_draft, start, into):
     if j < lo:
         return -1, 0
     item = j + 1
+    needle = np.empty(MAX_ITEM, ctx.dtype)
+    for i in range(min(MAX_ITEM, sep - item)):
+        needle[i] = token_at(ctx, n_ctx, draft, item + i)
     for length in range(MAX_ITEM, 0, -1):
         if item + length > sep:
             continue
-        q = _first_in_prompt(ctx, n_ctx, draft, item, length, ANCHOR, start)
+        q = first_occurrence(ctx, needle[:length], ANCHOR, start)
         if q < 0:
             continue
         # the next place after the item that the same tokens lead into, and that begins as

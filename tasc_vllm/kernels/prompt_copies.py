@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from tasc_vllm.kernels.lookups import token_at
+from tasc_vllm.kernels.lookups import first_occurrence, token_at
 from tasc_vllm.kernels.ngram_table import finalize, mix, sorted_key_index
 from tasc_vllm.kernels.token_classes import is_content
 
@@ -73,16 +73,10 @@ def copy_guess(ctx, n_ctx, draft, n_draft, start, copies):
         e = sorted_key_index(copies.keys, context_key(ctx, n_ctx, draft, end, length))
         if e < 0:
             continue
-        anchor = copies.anchors[e]
-        for q in range(0, start - ANCHOR):
-            same = True
-            for i in range(ANCHOR):
-                if ctx[q + i] != anchor[i]:
-                    same = False
-                    break
-            if same:
-                return q + ANCHOR, copies.weights[e] / copies.totals[e], length, copies.totals[e]
-        return -1, 0.0, 0, 0  # the longest known context's anchor is not in this prompt
+        q = first_occurrence(ctx, copies.anchors[e], 0, start - 1)  # the token after it in the prompt
+        if q < 0:
+            return -1, 0.0, 0, 0  # the longest known context's anchor is not in this prompt
+        return q + ANCHOR, copies.weights[e] / copies.totals[e], length, copies.totals[e]
     return -1, 0.0, 0, 0
 
 

@@ -199,6 +199,31 @@ def test_a_value_that_may_go_on_gets_its_closers_share_apart():
     assert features(0)[10][both] == 0.0  # its guess 4 goes on with the value
 
 
+def test_every_candidate_sees_its_strongest_rival():
+    """A candidate's rival features hold the largest value of the same measure among the other
+    candidates: the top one sees the runner-up, every other one the top."""
+    from tasc_vllm.kernels.candidates import FEATURES, MAX_CANDIDATES, NUM_FEATURES, Matches, PolicyParams, gather
+    from tasc_vllm.kernels.echoes import empty_echoes
+    from tasc_vllm.kernels.prompt_copies import empty_copies
+
+    table = build_table(corpus_array([[1, 2, 3]] * 5 + [[1, 2, 4]] * 3 + [[1, 2, 5]] * 2), max_order=3)
+    params = PolicyParams(3, 1, 16, len(table.keys), 0.0, 13)
+    ctx = np.array([7, 6, 1, 2], dtype=np.int64)
+    m = Matches(1, 2, -1, 0, -1, 0, -1, -1, 0, 0, -1, 0, 0)  # the request's match guesses 6, 2 tokens long
+    cand = np.empty(MAX_CANDIDATES, dtype=np.int64)
+    feats = np.empty((MAX_CANDIDATES, NUM_FEATURES))
+    nc = gather(ctx, len(ctx), ctx[:0], 0, table.view, empty_echoes(), empty_copies(), params, np.zeros(0, np.int8),
+                m, np.empty(3, dtype=np.int64), cand, feats)
+    got = {int(cand[c]): dict(zip(FEATURES, feats[c])) for c in range(nc)}
+    assert set(got) == {3, 4, 5, 6}
+    share, rival = "share of the longest context", "the best rival's share of the longest context"
+    assert got[3][share] == pytest.approx(0.5) and got[3][rival] == pytest.approx(0.3)
+    assert all(got[t][rival] == pytest.approx(0.5) for t in (4, 5, 6))
+    length, rival_length = "request's match length", "the best rival's request match length"
+    assert got[6][length] == pytest.approx(2 / 16) and got[6][rival_length] == 0.0
+    assert all(got[t][rival_length] == pytest.approx(2 / 16) for t in (3, 4, 5))
+
+
 def test_min_count_drops_rare_contexts():
     texts = [[1, 2, 3]] * 3 + [[7, 8]]
     table = build_table(corpus_array(texts), max_order=2, min_count=2)

@@ -105,6 +105,12 @@ FEATURES = (
     "share of the prompt copy",  # of the answers' context
     "the prompt copy's context length",  # / COPY_ORDER
     "the prompt copy's context size",  # log1p(count) / 8
+    # the strongest other candidate, by the same measures: a candidate scored alone cannot see
+    # that another one is certain (a long request match past a value, where the corpus knows
+    # what comes after every value)
+    "the best rival's share of the longest context",
+    "the best rival's share of the context skipping the last value",
+    "the best rival's request match length",
 )
 NUM_FEATURES = len(FEATURES)
 FEATURE_SET = "v1:" + "|".join(FEATURES)  # names a scorer's feature set: a scorer of another set is retrained
@@ -186,6 +192,23 @@ def _closing_total(e, nexts, counts, totals, classes):
         if not _closes(classes, t):
             total -= counts[e, s]
     return total
+
+
+@njit(cache=True, inline="always")
+def _rival_max(feats, nc, src, dst):
+    """``feats[c, dst]``: the largest ``feats[., src]`` among the candidates other than ``c``."""
+    best = second = 0.0
+    at = -1
+    for c in range(nc):
+        v = feats[c, src]
+        if v > best:
+            second = best
+            best = v
+            at = c
+        elif v > second:
+            second = v
+    for c in range(nc):
+        feats[c, dst] = second if c == at else best
 
 
 @njit(cache=True)
@@ -315,4 +338,7 @@ def gather(ctx, n_ctx, draft, n_draft, table, echo, copies, params, classes, mat
         f[42] = ct * c_share
         f[43] = ct * c_len_f
         f[44] = ct * c_size
+    _rival_max(feats, nc, 1, 45)
+    _rival_max(feats, nc, 30, 46)
+    _rival_max(feats, nc, 10, 47)
     return nc

@@ -28,7 +28,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def enriched(data, default_model_dir):
     out = data["dir"] / "enriched"
-    assert main(["--data", str(data["train"]), "--check-data", str(data["test"]), "--out", str(out), *TINY]) == 0
+    assert main(["--data", str(data["train"]), "--check-data", str(data["test"]), "--out", str(out), *TINY,
+                 "--prompt-tokens", "4"]) == 0
     return out
 
 
@@ -62,7 +63,12 @@ def test_enriched_checkpoint_is_complete_and_compresses(enriched, data, default_
     assert config.vocab_size == len(tok) == summary["vocab_size"] and len(tok) % 64 == 0
     assert summary["rounds_done"] == 2 and summary["total_steps"] == 4
     assert [len(r["losses"]) for r in summary["rounds"]] == [2, 2]
-    assert 0 < len(summary["tokens_added"]) <= 12
+    assert 0 < len(summary["tokens_added"]) <= 12 + 4
+    # the prompts' n-grams, in the first round only: the prompts get shorter
+    first, second = summary["rounds"]
+    assert 0 < len(first["prompt_mined"]) <= 4 and second["prompt_mined"] == []
+    assert first["prompt_tokens_after"] < first["prompt_tokens_before"]
+    assert all(not any(c.isdigit() for c in m["text"]) for m in first["prompt_mined"])
     assert summary["output_tokens_final"] < 0.8 * summary["output_tokens_base"]
     assert summary["check_output_tokens_final"] < summary["check_output_tokens_base"]
     for r in summary["rounds"]:

@@ -399,3 +399,18 @@ def test_mine_counts_each_candidate_once_while_the_corpus_stays_the_same(monkeyp
     # every candidate refused: the corpus never changes, so no gram is counted twice
     assert vm.mine(seqs, 5, lambda ids: str(ids), accept=lambda text: False) == []
     assert seen and len(seen) == len(set(seen))
+
+
+def test_prompt_ngrams_are_structure_never_digits_prose_or_cut_words():
+    from tools.enrich import _prompt_rule
+    from tools.ft_data import FtExample
+
+    train = [FtExample([{"role": "system", "content": "You call functions."},
+                        {"role": "user", "content": 'Functions: [{"name": "get_weather", "parameters": '
+                                                    '{"days": {"type": "integer"}}}]\nQuestion: weather in Paris for 5 days'}],
+                       '{"name": "get_weather", "arguments": {"days": 5}}')]
+    rule = _prompt_rule(train)
+    assert rule('": {"type": "')  # a schema's structure
+    assert not rule(" weather in")  # prose: no punctuation
+    assert not rule('for 5 days')  # a number the answer copies
+    assert not rule('": {"ty')  # cuts a word

@@ -43,6 +43,7 @@ class Settings:
     system: str | None
     enrich: bool
     tokens_per_round: int
+    prompt_tokens: int
     max_ngram: int
     min_count: int
     min_saving: float
@@ -72,6 +73,8 @@ def _check_args(args) -> None:
     for name in ("rounds", "tokens_per_round", "steps_per_round", "batch_size", "max_len"):
         if getattr(args, name) < 1:
             raise TascError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
+    if args.prompt_tokens < 0:
+        raise TascError(f"--prompt-tokens must be 0 or more (got {args.prompt_tokens})")
     if args.length_group < 0:
         raise TascError(f"--length-group must be 0 or more (got {args.length_group})")
     if args.max_ngram < 2:
@@ -112,11 +115,12 @@ def _check_causal_lm(model_dir: str) -> None:
 
 
 def _check_growth(base_vocab: int, args) -> None:
-    growth = args.rounds * args.tokens_per_round
+    growth = args.rounds * args.tokens_per_round + args.prompt_tokens
     limit = int(base_vocab * MAX_GROWTH)
     if args.enrich and growth > limit:
         raise TascError(
-            f"--rounds {args.rounds} x --tokens-per-round {args.tokens_per_round} = {growth} new tokens "
+            f"--rounds {args.rounds} x --tokens-per-round {args.tokens_per_round} + --prompt-tokens "
+            f"{args.prompt_tokens} = {growth} new tokens "
             f"is more than this model can take: at most {limit} (its vocabulary of {base_vocab} may "
             f"at most double)"
         )
@@ -173,6 +177,37 @@ def _input_text(example) -> str:
     return users[-1] if users else ""
 
 
+def _prompt_texts(examples) -> list[str]:
+    """Every message the model reads before its answers (system and user turns)."""
+    return [m["content"] for e in examples for m in e.messages if m["role"] != "assistant"]
+
+
+def _prompt_rule(train):
+    """The mining filter of prompt n-grams: whole words, no digit (a number the answer copies
+    stays the answer's own tokens) and at least one punctuation character (a schema's or a
+    form's structure, not the question's prose)."""
+    from tools.vocab_mining import all_of, keeps_words_whole
+
+    def structure(text: str) -> bool:
+        return not any(c.isdigit() for c in text) and any(not (c.isalnum() or c.isspace()) for c in text)
+
+    return all_of(structure, keeps_words_whole("\n".join(_prompt_texts(train))))
+
+
+def _mine_prompts(settings: Settings, tokenizer, train, progress: bool):
+    """Up to --prompt-tokens n-grams of the prompts that save the most prompt tokens."""
+    from tqdm.auto import tqdm
+
+    from tools.vocab_mining import mine
+
+    seqs = tokenizer(_prompt_texts(train), add_special_tokens=False)["input_ids"]
+    with tqdm(total=settings.prompt_tokens, desc="round 1: mining the prompts", unit="token",
+              disable=not progress) as bar:
+        return mine(seqs, settings.prompt_tokens, tokenizer.decode, max_n=settings.max_ngram,
+                    min_count=settings.min_count, excluded=set(tokenizer.all_special_ids),
+                    progress=lambda n: bar.update(n - bar.n), accept=_prompt_rule(train))
+
+
 def _accept_rule(settings: Settings, train):
     """The mining filter the settings ask for (every pick passes when they ask for none)."""
     from tools.vocab_mining import all_of, keeps_json_values_out, keeps_words_whole, leaves_values_to_the_input
@@ -212,12 +247,20 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
                 progress=lambda n: bar.update(n - bar.n),
                 accept=_accept_rule(settings, train),
             )
+        # the prompts' structure too, once: it shortens what every request prefills
+        prompt_picks = _mine_prompts(settings, tokenizer, train, progress) if r == 1 and settings.prompt_tokens else []
+        prompts = _prompt_texts(train)
+        if prompt_picks:
+            record["prompt_tokens_before"] = _mean_tokens(tokenizer, prompts)
         before = copy.deepcopy(tokenizer)
-        added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks], checks, base_lengths)
+        added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks + prompt_picks], checks, base_lengths)
         record.update(
             mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in picks],
+            prompt_mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in prompt_picks],
             added=added, rejected=rejected,
         )
+        if prompt_picks:
+            record["prompt_tokens_after"] = _mean_tokens(tokenizer, prompts)
         after = _mean_tokens(tokenizer, outputs)
         saving = 1.0 - after / record["tokens_before"] if record["tokens_before"] else 0.0
         record.update(tokens_after=after, saving=saving)
@@ -398,7 +441,8 @@ def enrich(args) -> Path:
     settings = Settings(
         model=model_dir, data=str(Path(args.data).absolute()), data_sha256=file_sha256(args.data),
         check_data=tuple(file_sha256(p) for p in args.check_data), system=args.system, enrich=args.enrich,
-        tokens_per_round=args.tokens_per_round, max_ngram=args.max_ngram, min_count=args.min_count,
+        tokens_per_round=args.tokens_per_round, prompt_tokens=args.prompt_tokens, max_ngram=args.max_ngram,
+        min_count=args.min_count,
         min_saving=args.min_saving, whole_words=args.whole_words, structure_only=args.structure_only,
         json_values_out=args.json_values_out,
         steps_per_round=args.steps_per_round, batch_size=args.batch_size,
@@ -480,6 +524,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint folder to write (must not exist unless --overwrite)")
     p.add_argument("--rounds", type=int, default=2, help="enrichment rounds (default 2)")
     p.add_argument("--tokens-per-round", type=int, default=32, help="new tokens per round (default 32)")
+    p.add_argument("--prompt-tokens", type=int, default=0,
+                   help="new tokens from the prompts' n-grams, in the first round: a schema's or a form's "
+                        "structure, so every request prefills fewer tokens (default 0)")
     p.add_argument("--max-ngram", type=int, default=8, help="longest n-gram, in current tokens, a pick may have (default 8)")
     p.add_argument("--min-count", type=int, default=2, help="occurrences an n-gram needs to be a candidate (default 2)")
     p.add_argument("--min-saving", type=float, default=0.02,

@@ -26,6 +26,7 @@ class BuildSettings:
     length_group: int = 16
     bf16: bool = True
     json_values_out: bool = True
+    prompt_tokens: int = 0  # --prompt-tokens: off, it cost BFCL 9 points of exact match (docs/tasc-ft.md)
 
     def common_flags(self) -> list[str]:
         return (["--check-test", "--rounds", str(self.rounds), "--steps-per-round", str(self.steps_per_round),
@@ -35,7 +36,8 @@ class BuildSettings:
     def enrich_flags(self) -> list[str]:
         """The enrichment settings measured best (docs/tasc-ft.md)."""
         return (["--whole-words", "--new-token-lr-scale", str(self.new_token_lr_scale)]
-                + (["--json-values-out"] if self.json_values_out else []))
+                + (["--json-values-out"] if self.json_values_out else [])
+                + (["--prompt-tokens", str(self.prompt_tokens)] if self.prompt_tokens else []))
 
 
 def build_checkpoints(task_name: str, settings: BuildSettings = BuildSettings(),

@@ -194,18 +194,17 @@ def _prompt_rule(train):
     return all_of(structure, keeps_words_whole("\n".join(_prompt_texts(train))))
 
 
-def _mine_prompts(settings: Settings, tokenizer, train, progress: bool):
-    """Up to --prompt-tokens n-grams of the prompts that save the most prompt tokens."""
+def _mine(settings: Settings, tokenizer, texts: list[str], count: int, accept, desc: str, progress: bool):
+    """Up to ``count`` n-grams of ``texts`` that save the most tokens, under ``accept``."""
     from tqdm.auto import tqdm
 
     from tools.vocab_mining import mine
 
-    seqs = tokenizer(_prompt_texts(train), add_special_tokens=False)["input_ids"]
-    with tqdm(total=settings.prompt_tokens, desc="round 1: mining the prompts", unit="token",
-              disable=not progress) as bar:
-        return mine(seqs, settings.prompt_tokens, tokenizer.decode, max_n=settings.max_ngram,
-                    min_count=settings.min_count, excluded=set(tokenizer.all_special_ids),
-                    progress=lambda n: bar.update(n - bar.n), accept=_prompt_rule(train))
+    seqs = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    with tqdm(total=count, desc=desc, unit="token", disable=not progress) as bar:
+        return mine(seqs, count, tokenizer.decode, max_n=settings.max_ngram, min_count=settings.min_count,
+                    excluded=set(tokenizer.all_special_ids), progress=lambda n: bar.update(n - bar.n),
+                    accept=accept)
 
 
 def _accept_rule(settings: Settings, train):
@@ -226,12 +225,9 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
                progress: bool):
     """Grow the vocabulary (unless --no-enrich) and fine-tune.  Returns ``(record, model)``,
     with ``model`` None when the round would save less than --min-saving (the run stops)."""
-    from tqdm.auto import tqdm
-
     from tools.finetune import encode_samples
     from tools.finetune import train as train_model
     from tools.vocab_extend import add_checked_tokens, grow_embeddings
-    from tools.vocab_mining import mine
 
     outputs = [e.output for e in train]
     record: dict = {"round": r, "tokens_before": _mean_tokens(tokenizer, outputs)}
@@ -239,18 +235,13 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
     if settings.enrich:
         import copy
 
-        seqs = tokenizer(outputs, add_special_tokens=False)["input_ids"]
-        with tqdm(total=settings.tokens_per_round, desc=f"round {r}: mining", unit="token", disable=not progress) as bar:
-            picks = mine(
-                seqs, settings.tokens_per_round, tokenizer.decode, max_n=settings.max_ngram,
-                min_count=settings.min_count, excluded=set(tokenizer.all_special_ids),
-                progress=lambda n: bar.update(n - bar.n),
-                accept=_accept_rule(settings, train),
-            )
+        picks = _mine(settings, tokenizer, outputs, settings.tokens_per_round, _accept_rule(settings, train),
+                      f"round {r}: mining", progress)
         # the prompts' structure too, once: it shortens what every request prefills
-        prompt_picks = _mine_prompts(settings, tokenizer, train, progress) if r == 1 and settings.prompt_tokens else []
-        prompts = _prompt_texts(train)
-        if prompt_picks:
+        prompt_picks, prompts = [], _prompt_texts(train)
+        if r == 1 and settings.prompt_tokens:
+            prompt_picks = _mine(settings, tokenizer, prompts, settings.prompt_tokens, _prompt_rule(train),
+                                 "round 1: mining the prompts", progress)
             record["prompt_tokens_before"] = _mean_tokens(tokenizer, prompts)
         before = copy.deepcopy(tokenizer)
         added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks + prompt_picks], checks, base_lengths)

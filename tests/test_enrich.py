@@ -158,6 +158,8 @@ def test_bad_input_gets_a_clear_error_and_leaves_nothing(data, tmp_path, capsys,
     fails(["--data", str(data["train"]), "--model", str(empty_dir), *out], "no config.json")
     fails(["--data", str(data["train"]), "--tokens-per-round", "40000", *out], "may at most double")
     fails(["--data", str(data["train"]), "--rounds", "0", *out], "--rounds must be at least 1")
+    fails(["--data", str(data["train"]), "--prompt-tokens", "-1", *out], "--prompt-tokens must be 0 or more")
+    fails(["--data", str(data["train"]), "--prompt-tokens", "99000", *out], "may at most double")
     fails(["--data", str(data["train"]), "--new-token-lr-scale", "0", *out], "--new-token-lr-scale must be in")
     fails(["--data", str(data["train"]), "--out", str(bad / "out")], "does not exist")
     existing = tmp_path / "existing"

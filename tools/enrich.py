@@ -73,10 +73,9 @@ def _check_args(args) -> None:
     for name in ("rounds", "tokens_per_round", "steps_per_round", "batch_size", "max_len"):
         if getattr(args, name) < 1:
             raise TascError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.prompt_tokens < 0:
-        raise TascError(f"--prompt-tokens must be 0 or more (got {args.prompt_tokens})")
-    if args.length_group < 0:
-        raise TascError(f"--length-group must be 0 or more (got {args.length_group})")
+    for name in ("prompt_tokens", "length_group"):
+        if getattr(args, name) < 0:
+            raise TascError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(args, name)})")
     if args.max_ngram < 2:
         raise TascError(f"--max-ngram must be at least 2 (got {args.max_ngram})")
     if args.min_count < 2:

@@ -414,3 +414,6 @@ def test_prompt_ngrams_are_structure_never_digits_prose_or_cut_words():
     assert not rule(" weather in")  # prose: no punctuation
     assert not rule('for 5 days')  # a number the answer copies
     assert not rule('": {"ty')  # cuts a word
+    assert not rule('_weather", "parameters": {"')  # cuts a name the answer copies (get_weather)
+    assert not rule('}}')  # the answer holds it: the answer's tokens stay as they were
+    assert not rule('": {"days": {"type": "')  # the answer copies "days": its tokens stay the same

@@ -183,14 +183,19 @@ def _prompt_texts(examples) -> list[str]:
 
 def _prompt_rule(train):
     """The mining filter of prompt n-grams: whole words, no digit (a number the answer copies
-    stays the answer's own tokens) and at least one punctuation character (a schema's or a
-    form's structure, not the question's prose)."""
-    from tools.vocab_mining import all_of, keeps_words_whole
+    stays the answer's own tokens), at least one punctuation character (a schema's or a
+    form's structure, not the question's prose), and leaving the answers alone: in no answer,
+    and no word an answer holds (what an answer copies from the prompt keeps its tokens)."""
+    from tools.vocab_mining import all_of, keeps_words_whole, leaves_alone
 
     def structure(text: str) -> bool:
         return not any(c.isdigit() for c in text) and any(not (c.isalnum() or c.isspace()) for c in text)
 
-    return all_of(structure, keeps_words_whole("\n".join(_prompt_texts(train))))
+    def identifier(c: str) -> bool:  # a prompt's names hold underscores: get_weather, company_name
+        return c.isalnum() or c == "_"
+
+    return all_of(structure, keeps_words_whole("\n".join(_prompt_texts(train)), identifier),
+                  leaves_alone([e.output for e in train]))
 
 
 def _mine(settings: Settings, tokenizer, texts: list[str], count: int, accept, desc: str, progress: bool):

@@ -109,17 +109,17 @@ def _occurrences(corpus: str, text: str):
         i = corpus.find(text, i + 1)
 
 
-def keeps_words_whole(corpus_text: str) -> Callable[[str], bool]:
-    """An ``accept`` rule for :func:`mine`: a pick may not cut a run of letters or digits
-    in two anywhere in ``corpus_text`` (e.g. ``'{"AddressNumber": "1'`` before ``"600"``,
-    or ``'", "Occupancy'`` before ``"Type"``), so no token forces an odd split of a value
-    or a word onto the model."""
+def keeps_words_whole(corpus_text: str, is_word: Callable[[str], bool] = str.isalnum) -> Callable[[str], bool]:
+    """An ``accept`` rule for :func:`mine`: a pick may not cut a run of word characters
+    (``is_word``: letters and digits by default) in two anywhere in ``corpus_text`` (e.g.
+    ``'{"AddressNumber": "1'`` before ``"600"``, or ``'", "Occupancy'`` before ``"Type"``),
+    so no token forces an odd split of a value or a word onto the model."""
 
     def accept(text: str) -> bool:
         n = len(corpus_text)
         return not any(
-            (text[0].isalnum() and i > 0 and corpus_text[i - 1].isalnum())
-            or (text[-1].isalnum() and i + len(text) < n and corpus_text[i + len(text)].isalnum())
+            (is_word(text[0]) and i > 0 and is_word(corpus_text[i - 1]))
+            or (is_word(text[-1]) and i + len(text) < n and is_word(corpus_text[i + len(text)]))
             for i in _occurrences(corpus_text, text)
         )
 
@@ -193,6 +193,17 @@ def keeps_json_values_out(outputs: Sequence[str]) -> Callable[[str], bool]:
         return not any(values_before[i + len(text)] > values_before[i] for i in _occurrences(corpus, text))
 
     return accept
+
+
+def leaves_alone(texts: Sequence[str]) -> Callable[[str], bool]:
+    """An ``accept`` rule for :func:`mine`: a pick may occur in none of ``texts`` and share no
+    word with them.  Mining the prompts with the answers as ``texts``, the answers keep every
+    token they had (an answer's ``", "`` stays its own), and what an answer copies from the
+    prompt (a key, a function name) keeps the same tokens in the prompt: no pick swallows
+    ``location`` into ``'{"location": {"type": "string", "description": "The city'``."""
+    corpus = "\0".join(texts)
+    words = set(re.findall(r"\w+", corpus))
+    return lambda text: text not in corpus and not words.intersection(re.findall(r"\w+", text))
 
 
 def all_of(*rules: Callable[[str], bool]) -> Callable[[str], bool]:

@@ -401,7 +401,7 @@ def test_mine_counts_each_candidate_once_while_the_corpus_stays_the_same(monkeyp
     assert seen and len(seen) == len(set(seen))
 
 
-def test_prompt_ngrams_are_structure_never_digits_prose_or_cut_words():
+def test_prompt_ngrams_are_structure_never_digits_prose_cut_names_or_what_answers_hold():
     from tools.enrich import _prompt_rule
     from tools.ft_data import FtExample
 

@@ -402,14 +402,14 @@ def test_mine_counts_each_candidate_once_while_the_corpus_stays_the_same(monkeyp
 
 
 def test_prompt_ngrams_are_structure_never_digits_prose_cut_names_or_what_answers_hold():
-    from tools.enrich import _prompt_rule
+    from tools.enrich import _prompt_rule, _prompt_texts
     from tools.ft_data import FtExample
 
     train = [FtExample([{"role": "system", "content": "You call functions."},
                         {"role": "user", "content": 'Functions: [{"name": "get_weather", "parameters": '
                                                     '{"days": {"type": "integer"}}}]\nQuestion: weather in Paris for 5 days'}],
                        '{"name": "get_weather", "arguments": {"days": 5}}')]
-    rule = _prompt_rule(train)
+    rule = _prompt_rule(train, _prompt_texts(train))
     assert rule('": {"type": "')  # a schema's structure
     assert not rule(" weather in")  # prose: no punctuation
     assert not rule('for 5 days')  # a number the answer copies

@@ -133,8 +133,6 @@ def leaves_values_to_the_input(examples: Sequence[tuple[str, str]]) -> Callable[
     prompt (``"Chicago"``, ``"IL"``, ``"60603"``); a token that bakes them in next to a key
     invites the model to write the frequent value instead of the one in front of it.  Keys,
     punctuation and boilerplate, which no input contains, stay eligible."""
-    import re
-
     word = re.compile(r"[^\W_]+")
     pairs = [(frozenset(w.lower() for w in word.findall(i)), o) for i, o in examples]
 

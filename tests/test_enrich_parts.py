@@ -409,7 +409,7 @@ def test_prompt_ngrams_are_structure_never_digits_prose_cut_names_or_what_answer
                         {"role": "user", "content": 'Functions: [{"name": "get_weather", "parameters": '
                                                     '{"days": {"type": "integer"}}}]\nQuestion: weather in Paris for 5 days'}],
                        '{"name": "get_weather", "arguments": {"days": 5}}')]
-    rule = _prompt_rule(train, _prompt_texts(train))
+    rule = _prompt_rule(_prompt_texts(train), [e.output for e in train])
     assert rule('": {"type": "')  # a schema's structure
     assert not rule(" weather in")  # prose: no punctuation
     assert not rule('for 5 days')  # a number the answer copies

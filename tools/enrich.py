@@ -181,7 +181,7 @@ def _prompt_texts(examples) -> list[str]:
     return [m["content"] for e in examples for m in e.messages if m["role"] != "assistant"]
 
 
-def _prompt_rule(train, prompts: list[str]):
+def _prompt_rule(prompts: list[str], outputs: list[str]):
     """The mining filter of prompt n-grams: whole words, no digit (a number the answer copies
     stays the answer's own tokens), at least one punctuation character (a schema's or a
     form's structure, not the question's prose), and leaving the answers alone: in no answer,
@@ -195,7 +195,7 @@ def _prompt_rule(train, prompts: list[str]):
         return c.isalnum() or c == "_"
 
     return all_of(structure, keeps_words_whole("\n".join(prompts), identifier),
-                  leaves_alone([e.output for e in train]))
+                  leaves_alone(outputs))
 
 
 def _mine(settings: Settings, tokenizer, texts: list[str], count: int, accept, desc: str, progress: bool):
@@ -244,7 +244,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
         # the prompts' structure too, once: it shortens what every request prefills
         prompt_picks, prompts = [], (_prompt_texts(train) if r == 1 and settings.prompt_tokens else [])
         if prompts:
-            prompt_picks = _mine(settings, tokenizer, prompts, settings.prompt_tokens, _prompt_rule(train, prompts),
+            prompt_picks = _mine(settings, tokenizer, prompts, settings.prompt_tokens, _prompt_rule(prompts, outputs),
                                  "round 1: mining the prompts", progress)
             record["prompt_tokens_before"] = _mean_tokens(tokenizer, prompts)
         before = copy.deepcopy(tokenizer)

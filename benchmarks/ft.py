@@ -58,7 +58,7 @@ def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
     return served_models.build_checkpoints(task_name, served_models.BuildSettings(
         rounds=args.rounds, steps_per_round=args.steps_per_round, tokens_per_round=args.tokens_per_round,
         new_token_lr_scale=args.new_token_lr_scale, length_group=args.length_group, bf16=args.bf16,
-        json_values_out=args.json_values_out))
+        json_values_out=args.json_values_out, prompt_tokens=args.prompt_tokens))
 
 
 def main(argv=None) -> int:
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
                    help="when building: train under bfloat16 autocast (default: on)")
     p.add_argument("--json-values-out", action=argparse.BooleanOptionalAction, default=True,
                    help="when building: mine keys and punctuation only, tools.enrich --json-values-out (default: on)")
+    p.add_argument("--prompt-tokens", type=int, default=served_models.BuildSettings.prompt_tokens,
+                   help="when building: tools.enrich --prompt-tokens (default: %(default)s)")
     p.add_argument("--prompts", type=int, default=24, help="test prompts for the batch-1 speed runs")
     p.add_argument("--quality-prompts", type=int, default=0, help="test prompts for quality (default: all)")
     p.add_argument("--k", type=int, default=8)

@@ -417,3 +417,27 @@ def test_prompt_ngrams_are_structure_never_digits_prose_cut_names_or_what_answer
     assert not rule('_weather", "parameters": {"')  # cuts a name the answer copies (get_weather)
     assert not rule('}}')  # the answer holds it: the answer's tokens stay as they were
     assert not rule('": {"days": {"type": "')  # the answer copies "days": its tokens stay the same
+
+
+def test_prompt_ngrams_are_added_only_when_they_save_min_saving_of_the_prompts(fresh_tokenizer, capsys):
+    from types import SimpleNamespace
+
+    from tools.enrich import _prompt_picks, _prompt_texts
+    from tools.ft_data import FtExample
+
+    schema = ('Functions: [{"name": "get_weather", "description": "The weather", "parameters": {"type": "dict", '
+              '"properties": {"days": {"type": "integer", "description": "How many"}}}}]\nQuestion: ')
+    train = [FtExample([{"role": "user", "content": schema + q}], '{"name": "get_weather", "arguments": {"days": %d}}' % d)
+             for d, q in enumerate(["weather in Paris", "rain in Rome soon", "snow in Oslo", "sun in Nice"], 1)]
+    prompts, outputs = _prompt_texts(train), [e.output for e in train]
+    settings = SimpleNamespace(prompt_tokens=4, max_ngram=8, min_count=2, min_saving=0.02)
+    picks, record = _prompt_picks(settings, fresh_tokenizer, prompts, outputs, progress=False)
+    assert 0 < len(picks) <= 4 and "prompt_skipped" not in record
+    assert record["prompt_saving"] >= 0.02 and [m["text"] for m in record["prompt_mined"]] == [p.text for p in picks]
+    assert record["prompt_saving"] == pytest.approx(sum(p.saving for p in picks) / sum(
+        len(ids) for ids in fresh_tokenizer(prompts, add_special_tokens=False)["input_ids"]))
+    # the same picks, worth less than --min-saving of the prompts' tokens: none added, one line says why
+    picks, record = _prompt_picks(SimpleNamespace(**vars(settings) | {"min_saving": 0.9}), fresh_tokenizer,
+                                  prompts, outputs, progress=False)
+    assert picks == [] and record["prompt_mined"] and "under --min-saving 90.0%" in record["prompt_skipped"]
+    assert "none added" in capsys.readouterr().err

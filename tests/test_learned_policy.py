@@ -401,7 +401,13 @@ def test_an_engine_run_gets_the_replays_estimate_beside_it(prompted_index, token
                         f"4.00 | {est['mean_accepted_length']:.2f} |")
     assert table[5].startswith(f"| 4 | tasc | 0.5 | {together['seconds']:.1f} | 3.00 | "
                                f"{plain_seconds / 2 / together['seconds']:.2f} |")
-    assert "†" not in "\n".join(table)
+    assert "†" not in "\n".join(table) and "‡" not in "\n".join(table)
+    # a run too short to time its steps: its cost is the unitless prior, so no time, the modelled ratio
+    runs[3]["proposer"]["step_cost_measured"] = False
+    table = replay_gap(runs)
+    assert table[5].split(" | ")[2:6] == ["0.5", "-", "3.00", f"{together['speedup']:.2f}‡"]
+    assert table[-2].startswith("‡ the run was too short") and table[4].split(" | ")[3] == f"{est['seconds']:.1f}"
+    runs[3]["proposer"]["step_cost_measured"] = True
     del est["seconds"]  # a file from before the replay recorded its time: the model's own plain price, marked
     table = replay_gap(runs)
     assert table[4].split(" | ")[5] == f"{est['speedup']:.2f}†" and table[-2].startswith("† measured before")

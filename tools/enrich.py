@@ -198,6 +198,25 @@ def _prompt_rule(prompts: list[str], outputs: list[str]):
                   leaves_alone(outputs))
 
 
+def _prompt_picks(settings: Settings, tokenizer, prompts: list[str], outputs: list[str], progress: bool):
+    """The prompts' n-grams to add (--prompt-tokens) and what the round records of them.  None
+    are added when together they would save less than --min-saving of the prompts' tokens
+    (short prompts that share little structure): new tokens that barely shorten the prompts
+    would change what the model learns for nothing."""
+    picks = _mine(settings, tokenizer, prompts, settings.prompt_tokens, _prompt_rule(prompts, outputs),
+                  "round 1: mining the prompts", progress)
+    before = _mean_tokens(tokenizer, prompts)
+    saving = sum(p.saving for p in picks) / (before * len(prompts)) if before else 0.0
+    record = {"prompt_tokens_before": before, "prompt_saving": saving,
+              "prompt_mined": [{"text": p.text, "count": p.count, "saving": p.saving} for p in picks]}
+    if picks and saving < settings.min_saving:
+        record["prompt_skipped"] = (f"the prompts' {len(picks)} n-grams would save {saving:.1%} of their tokens, "
+                                    f"under --min-saving {settings.min_saving:.1%}: none added")
+        print(f"round 1: {record['prompt_skipped']}", file=sys.stderr)
+        return [], record
+    return picks, record
+
+
 def _mine(settings: Settings, tokenizer, texts: list[str], count: int, accept, desc: str, progress: bool):
     """Up to ``count`` n-grams of ``texts`` that save the most tokens, under ``accept``."""
     from tqdm.auto import tqdm
@@ -243,17 +262,14 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
                       f"round {r}: mining", progress)
         # the prompts' structure too, once: it shortens what every request prefills
         prompt_picks, prompts = [], (_prompt_texts(train) if r == 1 and settings.prompt_tokens else [])
+        record["prompt_mined"] = []
         if prompts:
-            prompt_picks = _mine(settings, tokenizer, prompts, settings.prompt_tokens, _prompt_rule(prompts, outputs),
-                                 "round 1: mining the prompts", progress)
-            record["prompt_tokens_before"] = _mean_tokens(tokenizer, prompts)
+            prompt_picks, prompt_record = _prompt_picks(settings, tokenizer, prompts, outputs, progress)
+            record.update(prompt_record)
         before = copy.deepcopy(tokenizer)
         added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks + prompt_picks], checks, base_lengths)
-        record.update(
-            mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in picks],
-            prompt_mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in prompt_picks],
-            added=added, rejected=rejected,
-        )
+        record.update(mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in picks],
+                      added=added, rejected=rejected)
         if prompt_picks:
             record["prompt_tokens_after"] = _mean_tokens(tokenizer, prompts)
         after = _mean_tokens(tokenizer, outputs)
@@ -521,7 +537,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-per-round", type=int, default=32, help="new tokens per round (default 32)")
     p.add_argument("--prompt-tokens", type=int, default=0,
                    help="new tokens from the prompts' n-grams, in the first round: a schema's or a form's "
-                        "structure, so every request prefills fewer tokens (default 0)")
+                        "structure, so every request prefills fewer tokens; none when they would save less than "
+                        "--min-saving of the prompts' tokens (default 0)")
     p.add_argument("--max-ngram", type=int, default=8, help="longest n-gram, in current tokens, a pick may have (default 8)")
     p.add_argument("--min-count", type=int, default=2, help="occurrences an n-gram needs to be a candidate (default 2)")
     p.add_argument("--min-saving", type=float, default=0.02,

@@ -66,7 +66,10 @@ def mining_rule(settings: dict) -> str:
     if not rules:
         return ("Mining with no filter: added tokens may cut a word or number in two, or hold values copied "
                 "from the prompt." + rows)
-    return "Mining with " + " and ".join(f"`{r}`" for r in rules) + "." + rows
+    prompts = settings.get("prompt_tokens")
+    prompts = (f" Up to {prompts} more from the prompts (`--prompt-tokens`), none when they would save less than "
+               "`--min-saving` of the prompts' tokens." if prompts else "")
+    return "Mining with " + " and ".join(f"`{r}`" for r in rules) + "." + prompts + rows
 
 
 def _building(res: dict) -> str:

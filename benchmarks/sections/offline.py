@@ -157,10 +157,14 @@ def replay_gap(runs: list[dict]) -> list[str]:
         return []
     plain = {(r.get("repeat", 0), r["batch_size"]): r for r in runs if r["method"] == "none"}
     old = False  # a file from before the replay gave its time: a plain step priced by the model
+    unitless = False  # a run too short for the proposer to time its steps: the prior prices them, in no unit
+
+    def timed(r) -> bool:
+        return (r.get("proposer") or {}).get("step_cost_measured") is not False
 
     def estimate(r):
         base, est = plain.get((r.get("repeat", 0), r["batch_size"])), r["replay"]
-        if est.get("seconds") and base and base.get("seconds"):
+        if timed(r) and est.get("seconds") and base and base.get("seconds"):
             return base["seconds"] / est["seconds"]
         return est["speedup"]
 
@@ -176,9 +180,11 @@ def replay_gap(runs: list[dict]) -> list[str]:
     for (batch, method), g in sorted(groups.items(), key=lambda kv: kv[0][0]):
         tps = [(plain.get((r.get("repeat", 0), batch)) or {}).get("tokens_per_second") for r in g]
         mark = "†" if any(not r["replay"].get("seconds") for r in g) else ""
-        old = old or bool(mark)
+        mark += "‡" if not all(timed(r) for r in g) else ""
+        old = old or "†" in mark
+        unitless = unitless or "‡" in mark
         lines.append(f"| {batch} | {method} | {spread([r.get('seconds') for r in g], 1)} | "
-                     f"{spread([r['replay'].get('seconds') for r in g], 1)} | "
+                     f"{spread([r['replay'].get('seconds') if timed(r) else None for r in g], 1)} | "
                      f"{spread([r['tokens_per_second'] / t if t else None for r, t in zip(g, tps)])} | "
                      f"{spread([estimate(r) for r in g])}{mark} | "
                      f"{spread([r.get('spec_metrics', {}).get('mean_acceptance_length') for r in g])} | "
@@ -187,6 +193,10 @@ def replay_gap(runs: list[dict]) -> list[str]:
         lines += ["", "† measured before the replay recorded its modelled time: the plain run's steps priced by "
                       "the same step-time model, which fits the engine's steps with drafts and so can misprice a "
                       "step without them."]
+    if unitless:
+        lines += ["", "‡ the run was too short for the proposer to time its steps, so its step-time model stayed the "
+                      "prior, which has no unit: the replay's time is left out, and its speed-up prices the plain "
+                      "run's steps and the replay's with that same prior."]
     return lines + [""]
 
 

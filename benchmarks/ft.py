@@ -1,9 +1,10 @@
 """TASC-ft against its ``--no-enrich`` baseline fine-tune, with and without TASC-spec.
 
-    python -m benchmarks.ft [--task usaddress] [--enriched DIR --baseline DIR] [--prompts 24]
+    python -m benchmarks.ft [--task usaddress] [--base-model gemma-3-270m | --enriched DIR --baseline DIR] [--prompts 24]
 
 Without ``--enriched``/``--baseline`` both checkpoints are built first with ``tools.enrich``
-(same data, steps and seed; they are cached under ``~/.cache/tasc-vllm/ft/``).  Then, in one
+from ``--base-model`` (default: the default model; same data, steps and seed; they are cached
+under ``~/.cache/tasc-vllm/ft/``).  Then, in one
 invocation:
 
 - quality on the whole test split for both fine-tunes (greedy, batch 32): task score, output
@@ -53,12 +54,19 @@ SPEED_METHODS = ("none", "tasc", "oracle")
 
 
 def build_checkpoints(task_name: str, args) -> tuple[Path, Path]:
-    """The TASC-ft checkpoint and its ``--no-enrich`` baseline with this script's building
-    settings (:func:`benchmarks.harness.served_models.build_checkpoints`: built once, cached)."""
+    """The TASC-ft checkpoint and its ``--no-enrich`` baseline of ``--base-model`` with this
+    script's building settings (:func:`benchmarks.harness.served_models.build_checkpoints`:
+    built once, cached)."""
     return served_models.build_checkpoints(task_name, served_models.BuildSettings(
         rounds=args.rounds, steps_per_round=args.steps_per_round, tokens_per_round=args.tokens_per_round,
         new_token_lr_scale=args.new_token_lr_scale, length_group=args.length_group, bf16=args.bf16,
-        json_values_out=args.json_values_out, prompt_tokens=args.prompt_tokens))
+        json_values_out=args.json_values_out, prompt_tokens=args.prompt_tokens), base=args.base_model)
+
+
+def default_name(task_name: str, base_model: str | None) -> str:
+    """The result file's name: ``ft-TASK`` on the default model, ``ft-TASK-MODEL`` on another
+    (its known name, or its checkpoint folder's name)."""
+    return f"ft-{task_name}" + (f"-{Path(base_model).name}" if base_model else "")
 
 
 def main(argv=None) -> int:
@@ -66,6 +74,9 @@ def main(argv=None) -> int:
     p.add_argument("--task", default="usaddress")
     p.add_argument("--enriched", default=None, help="TASC-ft checkpoint (default: build it)")
     p.add_argument("--baseline", default=None, help="its --no-enrich fine-tune (default: build it)")
+    p.add_argument("--base-model", default=None,
+                   help="when building: the model both are fine-tuned from, a known name (tasc-vllm model) "
+                        "or a checkpoint folder (default: the default model)")
     p.add_argument("--rounds", type=int, default=2, help="when building: enrichment rounds")
     p.add_argument("--steps-per-round", type=int, default=150, help="when building: steps per round")
     p.add_argument("--tokens-per-round", type=int, default=32, help="when building: new tokens per round")
@@ -88,9 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(SPEED_METHODS),
                    help="speculation per fine-tune, comma-separated (default: %(default)s); "
                         "tasc@NAME=V+NAME=V measures TASC-spec with other settings")
-    p.add_argument("--name", default=None, help="result file name (default: ft-TASK)")
+    p.add_argument("--name", default=None, help="result file name (default: ft-TASK, or ft-TASK-MODEL with --base-model)")
     args = p.parse_args(argv)
-    run_name = args.name or f"ft-{args.task}"
+    run_name = args.name or default_name(args.task, args.base_model)
     methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
     try:
         unknown = sorted(unknown_methods(methods, SPEED_METHODS))
@@ -110,6 +121,8 @@ def main(argv=None) -> int:
     task = get_task(args.task)
     if bool(args.enriched) != bool(args.baseline):
         p.error("give both --enriched and --baseline, or neither")
+    if args.enriched and args.base_model:
+        p.error("--base-model names the model to build from: give it without --enriched and --baseline")
     t_build = time.time()
     if args.enriched:
         enriched, baseline = Path(args.enriched), Path(args.baseline)
@@ -133,11 +146,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
             tok = AutoTokenizer.from_pretrained(path)
-            system = ft_info[name]["settings"].get("system")
 
-            def messages(exs, system=system):  # the chat format the fine-tune was trained on
-                head = [{"role": "system", "content": system}] if system else []
-                return [head + [{"role": "user", "content": e.prompt}] for e in exs]
+            def messages(exs, path=path):  # the chat format the fine-tune was trained on
+                return served_models.served_messages(str(path), exs)
 
             index = prepare_task_index(task, tok, Path(d), cfg.max_order, cfg.min_count)
             bar.set_description(f"{name}: quality on {len(quality_set)} test prompts")

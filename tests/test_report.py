@@ -89,6 +89,37 @@ def test_ft_methods_are_checked_before_any_checkpoint_or_engine(capsys):
     assert ft_spec("oracle") == "oracle"
 
 
+def test_ft_names_its_result_by_base_model_and_refuses_a_base_model_beside_given_checkpoints(capsys):
+    import pytest
+
+    from benchmarks.ft import default_name, main
+
+    assert default_name("bfcl", None) == "ft-bfcl"
+    assert default_name("bfcl", "gemma-3-270m") == "ft-bfcl-gemma-3-270m"
+    assert default_name("usaddress", "/models/my-slm/") == "ft-usaddress-my-slm"
+    with pytest.raises(SystemExit):
+        main(["--task", "bfcl", "--base-model", "gemma-3-270m", "--enriched", "/a", "--baseline", "/b"])
+    assert "--base-model names the model to build from" in capsys.readouterr().err
+
+
+def test_ft_section_names_the_base_model(tmp_path):
+    from benchmarks.sections.ft import section
+
+    q = {"vocab_size": 262144, "tokens_added": 0, "training_steps": 300, "task_score": 0.5, "scores": [1, 0],
+         "output_tokens_per_answer": 40.0, "output_chars_per_answer": 90.0, "reference_tokens_per_answer": 41.0,
+         "num_prompts": 2, "enrich_settings": {}}
+    run = {"model": "baseline-ft", "method": "none", "requests_per_second": 1.0, "speedup_requests": 1.0,
+           "speedup_chars": 1.0, "task_score": 0.5, "num_requests": 2}
+    res = {"name": "ft-bfcl-gemma-3-270m", "task": "bfcl", "machine": {}, "seconds": 60,
+           "settings": {"dtype": "bfloat16", "k": 8, "base_model": "gemma-3-270m"},
+           "fine_tunes": {"baseline-ft": q, "tasc-ft": q | {"tokens_added": 64}}, "speed": [run], "ceilings": {}}
+    head = section("ft-bfcl-gemma-3-270m.json", res, tmp_path)[0]
+    assert head.startswith("## TASC-ft on bfcl, gemma-3-270m")
+    assert "--base-model gemma-3-270m`" in head
+    res["settings"].pop("base_model")  # a file from before the option: the default model
+    assert section("ft-bfcl.json", res, tmp_path)[0].startswith("## TASC-ft on bfcl (")
+
+
 def test_ft_plot_gives_each_variant_its_own_colour():
     from benchmarks.sections.ft import FT_COLOR, ft_colors
 

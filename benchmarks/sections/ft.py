@@ -86,8 +86,11 @@ def _building(res: dict) -> str:
 def section(file_name: str, res: dict, results: Path) -> list[str]:
     m, s = res["machine"], res["settings"]
     ft = res["fine_tunes"]
+    base = s.get("base_model")  # files from before --base-model lack it: the default model
+    on = f"{res['task']}, {Path(base).name}" if base else res["task"]
     lines = [
-        f"## TASC-ft on {res['task']} (`{file_name}`, `python -m benchmarks.ft --task {res['task']}`)",
+        f"## TASC-ft on {on} (`{file_name}`, `python -m benchmarks.ft --task {res['task']}"
+        f"{f' --base-model {base}' if base else ''}`)",
         "",
         f"{machine_line(m)}; dtype {s['dtype']}, k={s['k']}; {engine_mode(s)}; "
         f"{res['seconds'] / 60:.1f} min in all{_building(res)}. Both fine-tunes: same data, seed and {ft['baseline-ft']['training_steps']} steps; "

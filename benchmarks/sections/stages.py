@@ -55,6 +55,7 @@ def section(rows: list[tuple[str, str, str, dict | None]]) -> list[str]:
                      f"{'-' if minutes is None else f'{minutes:.1f}'} | {_notes(res)} |")
     names = [f"`{n}`" for n in unrecorded]
     named = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-    missing = f", without the time {named} do not record (see the notes)" if unrecorded else ""
+    verb = "do" if len(names) > 1 else "does"
+    missing = f", without the time {named} {verb} not record (see the notes)" if unrecorded else ""
     lines += ["", f"`make bench`'s stages add up to {total:.1f} min ({total / 60:.1f} h){missing}.", ""]
     return lines

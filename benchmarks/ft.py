@@ -1,6 +1,7 @@
 """TASC-ft against its ``--no-enrich`` baseline fine-tune, with and without TASC-spec.
 
-    python -m benchmarks.ft [--task usaddress] [--base-model gemma-3-270m | --enriched DIR --baseline DIR] [--prompts 24]
+    python -m benchmarks.ft [--task usaddress] [--prompts 24]
+                            [--base-model gemma-3-270m | --enriched DIR --baseline DIR]
 
 Without ``--enriched``/``--baseline`` both checkpoints are built first with ``tools.enrich``
 from ``--base-model`` (default: the default model; same data, steps and seed; they are cached
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(SPEED_METHODS),
                    help="speculation per fine-tune, comma-separated (default: %(default)s); "
                         "tasc@NAME=V+NAME=V measures TASC-spec with other settings")
-    p.add_argument("--name", default=None, help="result file name (default: ft-TASK, or ft-TASK-MODEL with --base-model)")
+    p.add_argument("--name", default=None,
+                   help="result file name (default: ft-TASK, or ft-TASK-MODEL with --base-model)")
     args = p.parse_args(argv)
     run_name = args.name or default_name(args.task, args.base_model)
     methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
@@ -146,16 +148,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tasc-ft-bench-") as d, tqdm(total=runs, unit="run") as bar:
         for name, path in models.items():
             tok = AutoTokenizer.from_pretrained(path)
-
-            def messages(exs, path=path):  # the chat format the fine-tune was trained on
-                return served_models.served_messages(str(path), exs)
-
             index = prepare_task_index(task, tok, Path(d), cfg.max_order, cfg.min_count)
             bar.set_description(f"{name}: quality on {len(quality_set)} test prompts")
             q = run_in_subprocess({
                 "model": str(path), "dtype": args.dtype, "method": "none", "batch_size": 32, "progress": False,
                 "enforce_eager": not args.compiled,
-                "prompt_token_ids": render_prompts(tok, messages(quality_set)),
+                "prompt_token_ids": render_prompts(tok, served_models.served_messages(str(path), quality_set)),
                 "max_tokens": [task.max_tokens] * len(quality_set),
             }, log_path=log)
             bar.update(1)
@@ -174,7 +172,7 @@ def main(argv=None) -> int:
                     len(tok.encode(e.reference, add_special_tokens=False)) for e in quality_set) / len(quality_set),
                 "num_prompts": len(quality_set),
             }
-            prompts = render_prompts(tok, messages(speed_set))
+            prompts = render_prompts(tok, served_models.served_messages(str(path), speed_set))
             oracle = Path(d) / f"oracle-{name}.json"
             plain_ids: list[list[int]] = []
             for method in sorted(methods, key=lambda m: m != "none"):  # the plain run writes the oracle file

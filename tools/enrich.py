@@ -208,13 +208,18 @@ def _prompt_picks(settings: Settings, tokenizer, prompts: list[str], outputs: li
     before = _mean_tokens(tokenizer, prompts)
     saving = sum(p.saving for p in picks) / (before * len(prompts)) if before else 0.0
     record = {"prompt_tokens_before": before, "prompt_saving": saving,
-              "prompt_mined": [{"text": p.text, "count": p.count, "saving": p.saving} for p in picks]}
+              "prompt_mined": _pick_records(picks)}
     if picks and saving < settings.min_saving:
         record["prompt_skipped"] = (f"the prompts' {len(picks)} n-grams would save {saving:.1%} of their tokens, "
                                     f"under --min-saving {settings.min_saving:.1%}: none added")
         print(f"round 1: {record['prompt_skipped']}", file=sys.stderr)
         return [], record
     return picks, record
+
+
+def _pick_records(picks) -> list[dict]:
+    """What a round records of its mined n-grams."""
+    return [{"text": p.text, "count": p.count, "saving": p.saving} for p in picks]
 
 
 def _mine(settings: Settings, tokenizer, texts: list[str], count: int, accept, desc: str, progress: bool):
@@ -268,7 +273,7 @@ def _run_round(r: int, settings: Settings, model, tokenizer, train, checks, base
             record.update(prompt_record)
         before = copy.deepcopy(tokenizer)
         added, rejected = add_checked_tokens(tokenizer, [p.text for p in picks + prompt_picks], checks, base_lengths)
-        record.update(mined=[{"text": p.text, "count": p.count, "saving": p.saving} for p in picks],
+        record.update(mined=_pick_records(picks),
                       added=added, rejected=rejected)
         if prompt_picks:
             record["prompt_tokens_after"] = _mean_tokens(tokenizer, prompts)

@@ -9,8 +9,8 @@
 #              and corpus scaling (make bench-quick for a short run);
 #              make bench RESUME=1 keeps the finished tasks of the offline stages cut short
 # make bench-online - vllm serve per method on the fine-tuned models, driven by vllm bench serve at concurrency 1, 4, 16
-# make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL, and on BFCL from Gemma-3
-#              (builds them: about an hour per task and model)
+# make bench-ft - TASC-ft against its --no-enrich fine-tune on usaddress and BFCL, on SmolLM2 and Gemma-3
+#              (builds them the first time: 6 to 40 min per fine-tune)
 # make bench-scaling - index build, load, memory and proposer step time for corpora of 10 thousand to 10 million tokens
 # make bench-load - 500 mixed requests through a real vllm serve with TASC-spec
 # make bench-headroom - which-token and when-to-stop ceilings of TASC-spec's drafting and of wider n-gram
@@ -70,6 +70,7 @@ bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.online
 	$(RUN) $(PY) -m benchmarks.ft --task usaddress
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress --base-model gemma-3-270m
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl --base-model gemma-3-270m
 	$(RUN) $(PY) -m benchmarks.scaling
 
@@ -83,6 +84,7 @@ bench-online: install $(SUFFIX)
 bench-ft: install
 	$(RUN) $(PY) -m benchmarks.ft --task usaddress
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress --base-model gemma-3-270m
 	$(RUN) $(PY) -m benchmarks.ft --task bfcl --base-model gemma-3-270m
 
 bench-scaling: install

@@ -8,8 +8,8 @@ fine-tuned for their task; ``system.json``: the fine-tuned and TASC-ft models wi
 speculation; ``gemma.json``: the same on Gemma-3 270M, beside that model as it ships, and
 ``gemma-bfcl.json`` on BFCL;
 ``full.json``: the default model as it ships; ``online.json``,
-``ft-usaddress.json``, ``ft-bfcl.json`` and its Gemma-3 twin ``ft-bfcl-gemma-3-270m.json``,
-``scaling.json``) and the single-purpose targets
+``ft-usaddress.json``, ``ft-bfcl.json`` and their Gemma-3 twins ``ft-usaddress-gemma-3-270m.json``
+and ``ft-bfcl-gemma-3-270m.json``, ``scaling.json``) and the single-purpose targets
 (``serve-load.json``, ``headroom.json``, ``verify-cost.json``).  Each file's section and plot
 come from its module in :mod:`benchmarks.sections`.  Other result files (experiments the
 docs cite, ``make bench-quick``'s ``quick.json``, runs under another ``--name``) are listed
@@ -41,6 +41,7 @@ CANONICAL = (
     ("make bench", "python -m benchmarks.online", "online.json", online),
     ("make bench", "python -m benchmarks.ft --task usaddress", "ft-usaddress.json", ft),
     ("make bench", "python -m benchmarks.ft --task bfcl", "ft-bfcl.json", ft),
+    ("make bench", "python -m benchmarks.ft --task usaddress --base-model gemma-3-270m", "ft-usaddress-gemma-3-270m.json", ft),
     ("make bench", "python -m benchmarks.ft --task bfcl --base-model gemma-3-270m", "ft-bfcl-gemma-3-270m.json", ft),
     ("make bench", "python -m benchmarks.scaling", "scaling.json", scaling),
     ("make bench-load", "python -m benchmarks.serve_load", "serve-load.json", serve_load),

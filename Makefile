@@ -61,6 +61,14 @@ DEFAULT := --model default --tasks usaddress,bfcl --methods none,suffix-warm,tas
 GEMMA  := --base-model gemma-3-270m --tasks usaddress --model fine-tuned,tasc-ft,default --methods none,suffix-warm,tasc --batches 1,16
 GEMMA_BFCL := --base-model gemma-3-270m --tasks bfcl --model fine-tuned,tasc-ft --methods none,suffix-warm,tasc --batches 1,16
 
+# TASC-ft against its --no-enrich fine-tune, from SmolLM2 and from Gemma-3 (make bench and make bench-ft)
+define FT_STAGES
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress
+	$(RUN) $(PY) -m benchmarks.ft --task bfcl
+	$(RUN) $(PY) -m benchmarks.ft --task usaddress --base-model gemma-3-270m
+	$(RUN) $(PY) -m benchmarks.ft --task bfcl --base-model gemma-3-270m
+endef
+
 bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --name tuned --methods $(TUNED_METHODS) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.run --name system --tasks usaddress,bfcl $(SYSTEM) $(if $(RESUME),--resume)
@@ -68,10 +76,7 @@ bench: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.run --name gemma-bfcl $(GEMMA_BFCL) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.run $(DEFAULT) $(if $(RESUME),--resume)
 	$(RUN) $(PY) -m benchmarks.online
-	$(RUN) $(PY) -m benchmarks.ft --task usaddress
-	$(RUN) $(PY) -m benchmarks.ft --task bfcl
-	$(RUN) $(PY) -m benchmarks.ft --task usaddress --base-model gemma-3-270m
-	$(RUN) $(PY) -m benchmarks.ft --task bfcl --base-model gemma-3-270m
+	$(FT_STAGES)
 	$(RUN) $(PY) -m benchmarks.scaling
 
 bench-quick: install $(SUFFIX)
@@ -82,10 +87,7 @@ bench-online: install $(SUFFIX)
 	$(RUN) $(PY) -m benchmarks.online
 
 bench-ft: install
-	$(RUN) $(PY) -m benchmarks.ft --task usaddress
-	$(RUN) $(PY) -m benchmarks.ft --task bfcl
-	$(RUN) $(PY) -m benchmarks.ft --task usaddress --base-model gemma-3-270m
-	$(RUN) $(PY) -m benchmarks.ft --task bfcl --base-model gemma-3-270m
+	$(FT_STAGES)
 
 bench-scaling: install
 	$(RUN) $(PY) -m benchmarks.scaling

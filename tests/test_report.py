@@ -222,6 +222,12 @@ def test_resume_keeps_finished_tasks_and_measures_only_the_rest(tmp_path, monkey
     assert done["seconds"] >= first["seconds"]
     assert "resumed" in (tmp_path / "r-engines.log").read_text()
     assert "2 invocations" in resumed(done) and resumed(first) == ""
+    assert "cores" not in resumed(done)  # one machine: named once, in the section's first line
+    moved = json.loads(json.dumps(done))  # the second invocation on another machine
+    moved["invocations"][1]["machine"] = {"cores": 64, "cpu": "another CPU"}
+    assert "bfcl on " in resumed(moved) and "humaneval on " in resumed(moved)
+    assert resumed(moved).count(" cores, ") == 2 and "UTC (64 cores, another CPU)" in resumed(moved)
+    assert "not across tasks measured on different machines" in resumed(moved)
 
     assert run.main(argv + ["--resume"]) == 0  # finished: nothing measured, the file kept
     assert len(measured) == 3 and json.loads(path.read_text()) == done

@@ -54,6 +54,12 @@ def resumed(res: dict) -> str:
     calls = res.get("invocations", [])
     if len(calls) < 2:
         return ""
-    parts = [f"{', '.join(c['tasks']) or 'nothing'} on {utc(c['started_unix'])} UTC" for c in calls]
+    # the first invocation of an older file names no machine: the file's own is its
+    machines = [machine_line(c.get("machine") or res["machine"]) for c in calls]
+    several = len(set(machines)) > 1
+    parts = [f"{', '.join(c['tasks']) or 'nothing'} on {utc(c['started_unix'])} UTC" + (f" ({m})" if several else "")
+             for c, m in zip(calls, machines)]
     return (f" Measured in {len(calls)} invocations of the same settings (`--resume`): {'; '.join(parts)}. "
-            "Each task's methods ran side by side in one invocation.")
+            "Each task's methods ran side by side in one invocation"
+            + (", so compare ratios within a task, not across tasks measured on different machines." if several
+               else "."))
